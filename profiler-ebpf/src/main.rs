@@ -1,0 +1,46 @@
+//! Attach points of the kernel side. Each entry point only calls into the
+//! module that does the work and turns the outcome into a return code.
+#![no_std]
+#![no_main]
+
+mod filter;
+mod maps;
+mod process;
+mod sample;
+
+use aya_ebpf::{
+    macros::{btf_tracepoint, perf_event},
+    programs::{BtfTracePointContext, PerfEventContext},
+};
+use profiler_common::RecordKind;
+
+/// Runs on every CPU-clock perf event: records one stack sample.
+#[perf_event]
+pub fn sample_cpu(ctx: PerfEventContext) -> u32 {
+    sample::record(&ctx);
+    0
+}
+
+/// `sched_process_exec`: the process's mappings were replaced.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn on_exec(_ctx: BtfTracePointContext) -> i32 {
+    process::emit(RecordKind::Exec);
+    0
+}
+
+/// `sched_process_exit`: a thread exited; reported for thread-group leaders.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn on_exit(_ctx: BtfTracePointContext) -> i32 {
+    process::emit(RecordKind::Exit);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

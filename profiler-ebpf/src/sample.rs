@@ -1,0 +1,114 @@
+//! Builds one sample record: ids, comm, timestamp, the kernel stack and the
+//! user stack walked by frame pointers, then copies it to the ring buffer
+//! with only the frames it holds.
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::BPF_F_USER_STACK,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_get_stack,
+        bpf_ktime_get_ns,
+    },
+    programs::PerfEventContext,
+};
+use profiler_common::{
+    Counter, MAX_KERNEL_FRAMES, MAX_USER_FRAMES, RecordKind, SampleHeader, UserUnwinder,
+    sample_flags,
+};
+
+use crate::{
+    filter,
+    maps::{EVENTS, SCRATCH, SampleBuf, count, wakeup_flags},
+};
+
+const HEADER_BYTES: usize = core::mem::size_of::<SampleHeader>();
+
+/// Records the sample `ctx` fired for, unless it is the idle task or filtered.
+#[inline(always)]
+pub fn record(ctx: &PerfEventContext) {
+    count(Counter::Samples);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid = (pid_tgid >> 32) as u32;
+    if pid == 0 {
+        count(Counter::Idle);
+        return;
+    }
+    if !filter::wanted(pid) {
+        count(Counter::Filtered);
+        return;
+    }
+    let Some(buf) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: the per-CPU scratch slot is ours for the length of this program.
+    let buf: &mut SampleBuf = unsafe { &mut *buf };
+    let mut flags = 0u32;
+
+    let kernel = read_stack(ctx, buf.frames.as_mut_ptr(), MAX_KERNEL_FRAMES, 0);
+    let kernel = match kernel {
+        Some(n) => n,
+        None => {
+            count(Counter::KernelStackError);
+            flags |= sample_flags::KERNEL_STACK_ERROR;
+            0
+        }
+    };
+    if kernel == MAX_KERNEL_FRAMES {
+        flags |= sample_flags::KERNEL_TRUNCATED;
+    }
+
+    // SAFETY: `kernel <= MAX_KERNEL_FRAMES`, so MAX_USER_FRAMES slots follow.
+    let user_ptr = unsafe { buf.frames.as_mut_ptr().add(kernel) };
+    let user = match read_stack(ctx, user_ptr, MAX_USER_FRAMES, u64::from(BPF_F_USER_STACK)) {
+        Some(n) => n,
+        None => {
+            count(Counter::UserStackError);
+            flags |= sample_flags::USER_STACK_ERROR;
+            0
+        }
+    };
+    if user == MAX_USER_FRAMES {
+        flags |= sample_flags::USER_TRUNCATED;
+    }
+
+    buf.header = SampleHeader {
+        kind: RecordKind::Sample as u32,
+        flags,
+        // SAFETY: no arguments, no memory access.
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        pid,
+        tid: pid_tgid as u32,
+        // SAFETY: no arguments, no memory access.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        kernel_frames: kernel as u16,
+        user_frames: user as u16,
+        user_unwinder: UserUnwinder::FramePointer as u8,
+        unwind_outcome: 0,
+        ext_len: 0,
+        reserved: 0,
+        comm: bpf_get_current_comm().unwrap_or_default(),
+    };
+
+    let len = HEADER_BYTES + 8 * (kernel + user);
+    // SAFETY: `len` is at most the size of `SampleBuf` (both counts are bounded).
+    let record =
+        unsafe { core::slice::from_raw_parts((buf as *const SampleBuf).cast::<u8>(), len) };
+    let submit = wakeup_flags(len as u64);
+    match EVENTS.output::<[u8]>(record, submit) {
+        Ok(()) => count(Counter::Submitted),
+        Err(_) => count(Counter::RingBufFull),
+    }
+}
+
+/// Reads up to `max` frames into `dst`; the number read, or `None` on error.
+#[inline(always)]
+fn read_stack(ctx: &PerfEventContext, dst: *mut u64, max: usize, flags: u64) -> Option<usize> {
+    // SAFETY: `dst` points at `max` writable u64 slots of the scratch map.
+    let ret = unsafe { bpf_get_stack(ctx.as_ptr(), dst.cast(), (max * 8) as u32, flags) };
+    if ret < 0 {
+        return None;
+    }
+    // Bound it for the verifier even though the helper never returns more.
+    let n = (ret as usize) / 8;
+    Some(if n > max { max } else { n })
+}

@@ -1,0 +1,291 @@
+//! Counts samples per (process, thread, thread name, stack) over one time
+//! window. Stacks and thread names are interned, so a sample whose stack was
+//! seen before allocates nothing but its timestamp slot.
+
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, Hash},
+    sync::Arc,
+};
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+
+use crate::process::{FrameKey, ProcId, ProcessMeta};
+
+/// Index of an interned stack in its window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StackId(pub u32);
+
+/// Index of an interned thread name in its window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CommId(pub u32);
+
+/// What makes two samples the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SampleKey {
+    pub process: ProcId,
+    pub tid: u32,
+    pub comm: CommId,
+    pub stack: StackId,
+}
+
+/// Samples with one key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SampleCount {
+    pub count: u64,
+    /// CLOCK_MONOTONIC time of each sample, in arrival order.
+    pub times_ns: Vec<u64>,
+}
+
+/// A point in time on both clocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Instant2 {
+    /// Nanoseconds since the Unix epoch.
+    pub wall_ns: u64,
+    /// CLOCK_MONOTONIC nanoseconds (the BPF `ktime` clock).
+    pub mono_ns: u64,
+}
+
+impl Instant2 {
+    /// Now, read on both clocks.
+    pub fn now() -> Self {
+        Self {
+            wall_ns: clock_ns(libc::CLOCK_REALTIME),
+            mono_ns: clock_ns(libc::CLOCK_MONOTONIC),
+        }
+    }
+
+    /// Wall time of a monotonic timestamp, assuming no clock step between.
+    pub fn wall_of(&self, mono_ns: u64) -> u64 {
+        (self.wall_ns as i128 + (mono_ns as i128 - self.mono_ns as i128)).max(0) as u64
+    }
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Interned stacks: each distinct frame sequence stored once.
+#[derive(Default)]
+pub struct StackTable {
+    stacks: Vec<Box<[FrameKey]>>,
+    index: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+}
+
+impl StackTable {
+    /// The id of `frames`, interning it on first sight.
+    pub fn intern(&mut self, frames: &[FrameKey]) -> StackId {
+        let hash = self.hasher.hash_one(frames);
+        let stacks = &self.stacks;
+        if let Some(&id) = self.index.find(hash, |&id| *stacks[id as usize] == *frames) {
+            return StackId(id);
+        }
+        let id = self.stacks.len() as u32;
+        self.stacks.push(frames.into());
+        let (stacks, hasher) = (&self.stacks, &self.hasher);
+        self.index
+            .insert_unique(hash, id, |&i| hasher.hash_one(&*stacks[i as usize]));
+        StackId(id)
+    }
+
+    /// The frames of `id`, innermost first.
+    pub fn get(&self, id: StackId) -> &[FrameKey] {
+        &self.stacks[id.0 as usize]
+    }
+
+    /// Every stack, by id.
+    pub fn iter(&self) -> impl Iterator<Item = &[FrameKey]> {
+        self.stacks.iter().map(|s| &**s)
+    }
+
+    /// Number of distinct stacks.
+    pub fn len(&self) -> usize {
+        self.stacks.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.stacks.is_empty()
+    }
+}
+
+/// The samples of one time window.
+pub struct Window {
+    pub start: Instant2,
+    pub stacks: StackTable,
+    comms: Vec<Arc<str>>,
+    comm_index: HashMap<[u8; 16], CommId>,
+    samples: HashMap<SampleKey, SampleCount>,
+    processes: HashMap<ProcId, Arc<ProcessMeta>>,
+    total: u64,
+}
+
+impl Window {
+    /// An empty window starting at `start`.
+    pub fn new(start: Instant2) -> Self {
+        Self {
+            start,
+            stacks: StackTable::default(),
+            comms: Vec::new(),
+            comm_index: HashMap::new(),
+            samples: HashMap::new(),
+            processes: HashMap::new(),
+            total: 0,
+        }
+    }
+
+    /// Adds one sample.
+    pub fn add(
+        &mut self,
+        process: &Arc<ProcessMeta>,
+        tid: u32,
+        comm: &[u8; 16],
+        time_ns: u64,
+        frames: &[FrameKey],
+    ) {
+        let stack = self.stacks.intern(frames);
+        let comm = self.intern_comm(comm);
+        if !self.processes.contains_key(&process.id) {
+            self.processes.insert(process.id, Arc::clone(process));
+        }
+        let key = SampleKey {
+            process: process.id,
+            tid,
+            comm,
+            stack,
+        };
+        let entry = self.samples.entry(key).or_default();
+        entry.count += 1;
+        entry.times_ns.push(time_ns);
+        self.total += 1;
+    }
+
+    fn intern_comm(&mut self, comm: &[u8; 16]) -> CommId {
+        if let Some(&id) = self.comm_index.get(comm) {
+            return id;
+        }
+        let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+        let id = CommId(self.comms.len() as u32);
+        self.comms
+            .push(Arc::from(String::from_utf8_lossy(&comm[..end]).as_ref()));
+        self.comm_index.insert(*comm, id);
+        id
+    }
+
+    /// The thread name `id` stands for.
+    pub fn comm(&self, id: CommId) -> &Arc<str> {
+        &self.comms[id.0 as usize]
+    }
+
+    /// Samples in the window.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// True when no sample was added.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Every (key, count), in a deterministic order.
+    pub fn samples(&self) -> Vec<(&SampleKey, &SampleCount)> {
+        let mut v: Vec<_> = self.samples.iter().collect();
+        v.sort_unstable_by_key(|(k, _)| **k);
+        v
+    }
+
+    /// The process instances sampled in the window.
+    pub fn process(&self, id: ProcId) -> Option<&Arc<ProcessMeta>> {
+        self.processes.get(&id)
+    }
+
+    /// Number of distinct process instances sampled.
+    pub fn process_count(&self) -> usize {
+        self.processes.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::ObjectId;
+
+    fn meta(id: u32, pid: u32) -> Arc<ProcessMeta> {
+        Arc::new(ProcessMeta {
+            id: ProcId(id),
+            pid,
+            ns_pid: pid,
+            exe_name: "app".into(),
+            exe_path: "/bin/app".into(),
+            start_time: 1,
+        })
+    }
+
+    fn comm(s: &str) -> [u8; 16] {
+        let mut c = [0u8; 16];
+        c[..s.len()].copy_from_slice(s.as_bytes());
+        c
+    }
+
+    #[test]
+    fn interns_stacks() {
+        let mut t = StackTable::default();
+        let a = [FrameKey::Kernel(1), FrameKey::Unmapped(2)];
+        let b = [FrameKey::Object {
+            object: ObjectId(3),
+            addr: 4,
+        }];
+        let ia = t.intern(&a);
+        let ib = t.intern(&b);
+        assert_ne!(ia, ib);
+        assert_eq!(t.intern(&a), ia);
+        assert_eq!(t.intern(&[]), StackId(2));
+        assert_eq!(t.get(ia), a);
+        assert_eq!(t.len(), 3);
+        for i in 0..1000u64 {
+            t.intern(&[FrameKey::Kernel(i + 100)]);
+        }
+        assert_eq!(t.intern(&b), ib);
+        assert_eq!(t.len(), 1003);
+    }
+
+    #[test]
+    fn merges_equal_samples_and_keeps_times() {
+        let mut w = Window::new(Instant2 {
+            wall_ns: 0,
+            mono_ns: 0,
+        });
+        let p = meta(0, 10);
+        let stack = [FrameKey::Kernel(0xffff)];
+        w.add(&p, 11, &comm("worker"), 5, &stack);
+        w.add(&p, 11, &comm("worker"), 7, &stack);
+        w.add(&p, 12, &comm("worker"), 9, &stack);
+        w.add(&p, 11, &comm("renamed"), 9, &stack);
+        assert_eq!(w.total(), 4);
+        let s = w.samples();
+        assert_eq!(s.len(), 3);
+        let (k, c) = s[0];
+        assert_eq!((k.tid, &**w.comm(k.comm)), (11, "worker"));
+        assert_eq!(c.count, 2);
+        assert_eq!(c.times_ns, [5, 7]);
+        assert_eq!(w.process_count(), 1);
+        assert_eq!(w.stacks.len(), 1);
+    }
+
+    #[test]
+    fn converts_monotonic_to_wall_time() {
+        let start = Instant2 {
+            wall_ns: 1_000_000,
+            mono_ns: 500,
+        };
+        assert_eq!(start.wall_of(600), 1_000_100);
+        assert_eq!(start.wall_of(400), 999_900);
+    }
+}

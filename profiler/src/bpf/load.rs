@@ -1,0 +1,129 @@
+//! Loads the embedded BPF object, configures it, and attaches the sampler to
+//! a CPU-clock perf event on every online CPU plus the exec/exit BTF
+//! tracepoints. Dropping [`Loaded`] detaches everything.
+
+use anyhow::{Context, Result, anyhow};
+use aya::{
+    Btf, Ebpf, EbpfLoader, Endianness,
+    programs::{
+        BtfTracePoint, PerfEvent, ProgramError,
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+    },
+};
+use profiler_common::{Config, names};
+use tracing::{debug, warn};
+
+use crate::{bpf::maps::BpfMaps, config::Sampling};
+
+/// The BPF object built by build.rs from `profiler-ebpf`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler"));
+
+/// Loaded and attached programs; detached on drop.
+pub struct Loaded {
+    ebpf: Ebpf,
+    /// CPUs with an attached perf event.
+    pub cpus: Vec<u32>,
+    /// Whether exec/exit events are being delivered.
+    pub process_events: bool,
+}
+
+impl Loaded {
+    /// Loads, configures and attaches everything for `sampling`.
+    pub fn load(sampling: &Sampling) -> Result<Self> {
+        let btf = Btf::parse_file(&sampling.btf, Endianness::default())
+            .with_context(|| format!("cannot parse kernel BTF {}", sampling.btf.display()))?;
+        let config = Config {
+            filter_pids: u32::from(!sampling.pids.is_empty()),
+            // Wake the reader when a quarter of the buffer is in use.
+            wakeup_bytes: sampling.ring_buffer_size / 4,
+        };
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .override_global(names::CONFIG, &config, true)
+            .map_max_entries(names::RING_BUFFER, sampling.ring_buffer_size)
+            .load(OBJECT)
+            .map_err(|e| anyhow!("cannot load the BPF object: {e}"))?;
+
+        BpfMaps::fill_pid_filter(&mut ebpf, &sampling.pids)?;
+
+        let cpus = attach_sampler(&mut ebpf, sampling.frequency)?;
+        let process_events = match attach_process_events(&mut ebpf, &btf) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(
+                    "exec/exit tracking unavailable ({e:#}); mappings are re-read when an address is unknown"
+                );
+                false
+            }
+        };
+        Ok(Self {
+            ebpf,
+            cpus,
+            process_events,
+        })
+    }
+
+    /// Typed access to the maps (the ring buffer can be taken once).
+    pub fn maps(&mut self) -> BpfMaps<'_> {
+        BpfMaps::new(&mut self.ebpf)
+    }
+}
+
+fn program_error(name: &str, e: ProgramError) -> anyhow::Error {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            debug!("verifier log for {name}:\n{verifier_log}");
+            anyhow!(
+                "the kernel rejected BPF program {name}: {io_error} (run with -vv for the verifier log)"
+            )
+        }
+        other => anyhow!("BPF program {name}: {other}"),
+    }
+}
+
+fn attach_sampler(ebpf: &mut Ebpf, frequency: u64) -> Result<Vec<u32>> {
+    let prog: &mut PerfEvent = ebpf
+        .program_mut(names::PROG_SAMPLE)
+        .ok_or_else(|| anyhow!("BPF object has no program {}", names::PROG_SAMPLE))?
+        .try_into()
+        .map_err(|e| program_error(names::PROG_SAMPLE, e))?;
+    prog.load()
+        .map_err(|e| program_error(names::PROG_SAMPLE, e))?;
+    let cpus = aya::util::online_cpus()
+        .map_err(|(what, e)| anyhow!("cannot list online CPUs ({what}): {e}"))?;
+    for &cpu in &cpus {
+        prog.attach(
+            PerfEventConfig::Software(SoftwareEvent::CpuClock),
+            PerfEventScope::AllProcessesOneCpu { cpu },
+            SamplePolicy::Frequency(frequency),
+            false,
+        )
+        .map_err(|e| {
+            anyhow!(
+                "cannot open a CPU-clock perf event on CPU {cpu}: {e} \
+                 (is CONFIG_PERF_EVENTS enabled and kernel.perf_event_paranoid permissive?)"
+            )
+        })?;
+    }
+    Ok(cpus)
+}
+
+fn attach_process_events(ebpf: &mut Ebpf, btf: &Btf) -> Result<()> {
+    for (name, tracepoint) in [
+        (names::PROG_EXEC, "sched_process_exec"),
+        (names::PROG_EXIT, "sched_process_exit"),
+    ] {
+        let prog: &mut BtfTracePoint = ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("BPF object has no program {name}"))?
+            .try_into()
+            .map_err(|e| program_error(name, e))?;
+        prog.load(tracepoint, btf)
+            .map_err(|e| program_error(name, e))?;
+        prog.attach().map_err(|e| program_error(name, e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! Command-line definitions (clap). Values are checked and turned into
+//! [`Settings`](crate::config::Settings) by `config.rs`; nothing here acts.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const ROOT_EXAMPLES: &str = "\
+Examples:
+  # Profile the whole machine for 10 seconds into one pprof file
+  sudo profiler record --duration 10 -o cpu.pb.gz
+  go tool pprof -top cpu.pb.gz
+
+  # Run as a daemon: one profile every 10 s under /var/lib/profiler
+  sudo profiler run --output-dir /var/lib/profiler";
+
+const RECORD_EXAMPLES: &str = "\
+Examples:
+  # Whole system, 99 Hz, until Ctrl-C
+  sudo profiler record -o cpu.pb.gz
+
+  # Two processes at 499 Hz for 30 s
+  sudo profiler record --pid 1234 --pid 5678 --frequency 499 --duration 30 -o app.pb.gz
+
+  # Read the result
+  go tool pprof -top cpu.pb.gz
+  go tool pprof -tagfocus=thread.name=worker -http=:8080 cpu.pb.gz";
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  # The whole node at 19 Hz, a profile every 10 s (the defaults)
+  sudo profiler run --output-dir /var/lib/profiler
+
+  # One service at 99 Hz, a profile per minute
+  sudo profiler run --pid 1234 --frequency 99 --interval 60 --output-dir ./profiles
+
+SIGINT or SIGTERM writes the partial interval and exits 0.";
+
+/// eBPF CPU profiler: samples kernel and user stacks of every process and
+/// writes symbolized pprof profiles.
+#[derive(Debug, Parser)]
+#[command(name = "profiler", version, about, after_help = ROOT_EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// More log output (-v info, -vv debug, -vvv trace). PROFILER_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Only errors on stderr (no progress, no summary).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Profile once and write a single .pb.gz file.
+    #[command(after_help = RECORD_EXAMPLES)]
+    Record(RecordArgs),
+    /// Run as a daemon, writing one .pb.gz file per interval.
+    #[command(after_help = RUN_EXAMPLES)]
+    Run(RunArgs),
+}
+
+/// Options shared by `record` and `run`.
+#[derive(Debug, Args)]
+pub struct SamplingArgs {
+    /// Only profile this process (repeatable). Default: every process.
+    #[arg(short, long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Kernel BTF to use instead of /sys/kernel/btf/vmlinux.
+    #[arg(long, value_name = "FILE")]
+    pub btf: Option<PathBuf>,
+
+    /// Ring buffer size in bytes (a power of two ≥ 4096). Default: sized for
+    /// one second of samples at the chosen frequency on every CPU.
+    #[arg(long, value_name = "BYTES")]
+    pub ring_buffer_size: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+
+    /// Samples per second on each CPU.
+    #[arg(short = 'F', long, value_name = "HZ", default_value_t = 99)]
+    pub frequency: u64,
+
+    /// Seconds to record. Default: until Ctrl-C, or until every --pid exited.
+    #[arg(short, long, value_name = "SECS")]
+    pub duration: Option<f64>,
+
+    /// Where to write the gzipped pprof profile.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+
+    /// Samples per second on each CPU.
+    #[arg(short = 'F', long, value_name = "HZ", default_value_t = 19)]
+    pub frequency: u64,
+
+    /// Seconds per profile.
+    #[arg(short, long, value_name = "SECS", default_value_t = 10.0)]
+    pub interval: f64,
+
+    /// Directory for the profiles (created if missing).
+    #[arg(short, long, value_name = "DIR", default_value = "profiles")]
+    pub output_dir: PathBuf,
+}

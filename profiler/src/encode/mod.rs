@@ -1,0 +1,4 @@
+//! Encoders: a symbolized [`Profile`](crate::profile::Profile) to bytes.
+
+pub mod pprof;
+pub mod pprof_proto;

@@ -1,0 +1,380 @@
+//! A [`Profile`] as a gzipped pprof `profile.proto`.
+//!
+//! Sample types `samples/count` and `cpu/nanoseconds`, period type
+//! `cpu/nanoseconds`; ids are 1-based table positions; every string is in
+//! the string table once, with "" at index 0. Labels: `process.pid` and
+//! `thread.id` (numbers), `thread.name` and `process.executable.name`.
+
+use std::{collections::HashMap, io::Write};
+
+use flate2::{Compression, write::GzEncoder};
+use prost::Message;
+
+use super::pprof_proto as pb;
+use crate::profile::{MappingKind, Profile};
+
+/// Label keys of every sample.
+pub mod labels {
+    pub const PID: &str = "process.pid";
+    pub const TID: &str = "thread.id";
+    pub const THREAD_NAME: &str = "thread.name";
+    pub const EXECUTABLE_NAME: &str = "process.executable.name";
+}
+
+#[derive(Default)]
+struct Strings {
+    table: Vec<String>,
+    index: HashMap<String, i64>,
+}
+
+impl Strings {
+    fn new() -> Self {
+        let mut s = Self::default();
+        s.get("");
+        s
+    }
+
+    fn get(&mut self, s: &str) -> i64 {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let i = self.table.len() as i64;
+        self.table.push(s.to_owned());
+        self.index.insert(s.to_owned(), i);
+        i
+    }
+}
+
+/// The order mappings are written in: pprof shows the first as "the"
+/// binary, so a single-process profile lists its executable first.
+fn mapping_order(p: &Profile) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..p.mappings.len()).collect();
+    if let [only] = p.processes.as_slice()
+        && let Some(exe) = p
+            .mappings
+            .iter()
+            .position(|m| matches!(m.kind, MappingKind::Object(_)) && *m.filename == *only.exe_path)
+    {
+        order.retain(|&i| i != exe);
+        order.insert(0, exe);
+    }
+    order
+}
+
+/// Builds the pprof message.
+pub fn to_proto(p: &Profile, comments: &[String]) -> pb::Profile {
+    let mut s = Strings::new();
+    let count = pb::ValueType {
+        r#type: s.get("samples"),
+        unit: s.get("count"),
+    };
+    let cpu = pb::ValueType {
+        r#type: s.get("cpu"),
+        unit: s.get("nanoseconds"),
+    };
+
+    let order = mapping_order(p);
+    let mut mapping_id = vec![0u64; p.mappings.len()];
+    let mapping = order
+        .iter()
+        .enumerate()
+        .map(|(pos, &i)| {
+            let m = &p.mappings[i];
+            mapping_id[i] = pos as u64 + 1;
+            pb::Mapping {
+                id: pos as u64 + 1,
+                memory_start: m.memory_start,
+                memory_limit: m.memory_limit,
+                file_offset: m.file_offset,
+                filename: s.get(&m.filename),
+                build_id: m.build_id.as_deref().map_or(0, |b| s.get(b)),
+                has_functions: m.has_functions,
+                has_filenames: m.has_filenames,
+                has_line_numbers: m.has_line_numbers,
+                has_inline_frames: m.has_inline_frames,
+            }
+        })
+        .collect();
+
+    let function = p
+        .functions
+        .iter()
+        .enumerate()
+        .map(|(i, f)| pb::Function {
+            id: i as u64 + 1,
+            name: s.get(&f.name),
+            system_name: s.get(&f.system_name),
+            filename: s.get(&f.filename),
+            start_line: f.start_line,
+        })
+        .collect();
+
+    let location = p
+        .locations
+        .iter()
+        .enumerate()
+        .map(|(i, l)| pb::Location {
+            id: i as u64 + 1,
+            mapping_id: mapping_id[l.mapping as usize],
+            address: l.address,
+            line: l
+                .lines
+                .iter()
+                .map(|line| pb::Line {
+                    function_id: u64::from(line.function) + 1,
+                    line: line.line,
+                    column: 0,
+                })
+                .collect(),
+            is_folded: false,
+        })
+        .collect();
+
+    let keys = [
+        s.get(labels::PID),
+        s.get(labels::TID),
+        s.get(labels::THREAD_NAME),
+        s.get(labels::EXECUTABLE_NAME),
+    ];
+    let period = i64::try_from(p.period_ns).unwrap_or(i64::MAX);
+    let sample = p
+        .samples
+        .iter()
+        .map(|smp| {
+            let proc = &p.processes[smp.process as usize];
+            let count = i64::try_from(smp.count).unwrap_or(i64::MAX);
+            pb::Sample {
+                location_id: p.stacks[smp.stack as usize]
+                    .iter()
+                    .map(|&l| u64::from(l) + 1)
+                    .collect(),
+                value: vec![count, count.saturating_mul(period)],
+                label: vec![
+                    pb::Label {
+                        key: keys[0],
+                        num: i64::from(proc.pid),
+                        ..Default::default()
+                    },
+                    pb::Label {
+                        key: keys[1],
+                        num: i64::from(smp.tid),
+                        ..Default::default()
+                    },
+                    pb::Label {
+                        key: keys[2],
+                        str: s.get(&smp.thread_name),
+                        ..Default::default()
+                    },
+                    pb::Label {
+                        key: keys[3],
+                        str: s.get(&proc.exe_name),
+                        ..Default::default()
+                    },
+                ],
+            }
+        })
+        .collect();
+
+    let comment = comments.iter().map(|c| s.get(c)).collect();
+    pb::Profile {
+        sample_type: vec![count, cpu],
+        sample,
+        mapping,
+        location,
+        function,
+        time_nanos: i64::try_from(p.start_ns).unwrap_or(i64::MAX),
+        duration_nanos: i64::try_from(p.duration_ns).unwrap_or(i64::MAX),
+        period_type: Some(cpu),
+        period,
+        comment,
+        default_sample_type: 1,
+        string_table: std::mem::take(&mut s.table),
+        ..Default::default()
+    }
+}
+
+/// The gzipped encoding of `p`.
+pub fn encode(p: &Profile, comments: &[String]) -> Vec<u8> {
+    let raw = to_proto(p, comments).encode_to_vec();
+    let mut gz = GzEncoder::new(
+        Vec::with_capacity(raw.len() / 4 + 64),
+        Compression::default(),
+    );
+    gz.write_all(&raw).expect("writing to a Vec cannot fail");
+    gz.finish().expect("writing to a Vec cannot fail")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashSet, io::Read, sync::Arc};
+
+    use pprof::protos::Message as _;
+
+    use super::*;
+    use crate::{
+        process::{ObjectId, ProcId, ProcessMeta},
+        profile::{Function, Line, Location, Mapping, Sample},
+    };
+
+    fn sample_profile() -> Profile {
+        let m = |kind, name: &str, f| Mapping {
+            kind,
+            filename: name.into(),
+            build_id: Some("abcd".into()),
+            memory_start: 0x1000,
+            memory_limit: 0x2000,
+            file_offset: 0,
+            has_functions: f,
+            has_filenames: f,
+            has_line_numbers: f,
+            has_inline_frames: f,
+        };
+        let func = |name: &str| Function {
+            name: name.into(),
+            system_name: format!("_Z{name}").into(),
+            filename: "a.c".into(),
+            start_line: 3,
+        };
+        Profile {
+            start_ns: 1_700_000_000_000_000_000,
+            duration_ns: 10_000_000_000,
+            period_ns: 10_101_010,
+            mappings: vec![
+                m(MappingKind::Kernel, "[kernel.kallsyms]", false),
+                m(MappingKind::Object(ObjectId(1)), "/bin/app", true),
+            ],
+            functions: vec![func("inner"), func("outer"), func("main")],
+            locations: vec![
+                Location {
+                    mapping: 1,
+                    address: 0x1100,
+                    lines: vec![
+                        Line {
+                            function: 0,
+                            line: 10,
+                        },
+                        Line {
+                            function: 1,
+                            line: 20,
+                        },
+                    ],
+                },
+                Location {
+                    mapping: 1,
+                    address: 0x1200,
+                    lines: vec![Line {
+                        function: 2,
+                        line: 30,
+                    }],
+                },
+                Location {
+                    mapping: 0,
+                    address: 0xffff_ffff_8100_0000,
+                    lines: vec![],
+                },
+            ],
+            stacks: vec![vec![0, 1], vec![2, 0, 1]],
+            processes: vec![Arc::new(ProcessMeta {
+                id: ProcId(0),
+                pid: 99,
+                ns_pid: 99,
+                exe_name: "app".into(),
+                exe_path: "/bin/app".into(),
+                start_time: 5,
+            })],
+            samples: vec![
+                Sample {
+                    process: 0,
+                    tid: 100,
+                    thread_name: "worker".into(),
+                    stack: 0,
+                    count: 3,
+                    times_ns: vec![1, 2, 3],
+                },
+                Sample {
+                    process: 0,
+                    tid: 101,
+                    thread_name: "io".into(),
+                    stack: 1,
+                    count: 2,
+                    times_ns: vec![4, 5],
+                },
+            ],
+        }
+    }
+
+    /// Decodes with the `pprof` crate's independently generated types.
+    fn decode(gz: &[u8]) -> pprof::protos::Profile {
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(gz)
+            .read_to_end(&mut raw)
+            .unwrap();
+        pprof::protos::Profile::decode(raw.as_slice()).unwrap()
+    }
+
+    #[test]
+    fn independent_decoder_reads_everything() {
+        let p = sample_profile();
+        let d = decode(&encode(&p, &["made by a test".into()]));
+        let st = |i: i64| d.string_table[i as usize].as_str();
+        assert_eq!(st(0), "");
+        let types: Vec<_> = d
+            .sample_type
+            .iter()
+            .map(|t| (st(t.ty), st(t.unit)))
+            .collect();
+        assert_eq!(types, [("samples", "count"), ("cpu", "nanoseconds")]);
+        let pt = d.period_type.as_ref().unwrap();
+        assert_eq!((st(pt.ty), st(pt.unit)), ("cpu", "nanoseconds"));
+        assert_eq!(d.period, 10_101_010);
+        assert_eq!(d.time_nanos, 1_700_000_000_000_000_000);
+        assert_eq!(d.duration_nanos, 10_000_000_000);
+        assert_eq!(st(d.comment[0]), "made by a test");
+
+        // The executable's mapping comes first; ids are 1-based positions.
+        assert_eq!(st(d.mapping[0].filename), "/bin/app");
+        assert_eq!(st(d.mapping[1].filename), "[kernel.kallsyms]");
+        assert_eq!(d.location[2].mapping_id, 2);
+        assert_eq!(d.location[0].mapping_id, 1);
+        assert!(d.mapping[0].has_inline_frames && !d.mapping[1].has_functions);
+
+        // Inline frames: one Line each, innermost first.
+        let names: Vec<_> = d.location[0]
+            .line
+            .iter()
+            .map(|l| st(d.function[l.function_id as usize - 1].name))
+            .collect();
+        assert_eq!(names, ["inner", "outer"]);
+        let f = &d.function[0];
+        assert_eq!(
+            (st(f.system_name), st(f.filename), f.start_line),
+            ("_Zinner", "a.c", 3)
+        );
+
+        // Values and labels.
+        let s = &d.sample[1];
+        assert_eq!(s.location_id, [3, 1, 2]);
+        assert_eq!(s.value, [2, 2 * 10_101_010]);
+        let labels: Vec<_> = s
+            .label
+            .iter()
+            .map(|l| (st(l.key), st(l.str), l.num))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                ("process.pid", "", 99),
+                ("thread.id", "", 101),
+                ("thread.name", "io", 0),
+                ("process.executable.name", "app", 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn string_table_has_no_duplicates() {
+        let d = decode(&encode(&sample_profile(), &[]));
+        let set: HashSet<_> = d.string_table.iter().collect();
+        assert_eq!(set.len(), d.string_table.len());
+    }
+}

@@ -1,0 +1,194 @@
+//! Decodes ring-buffer records and feeds them to the process tracker and the
+//! current window. Runs for every record, so it allocates nothing for a
+//! sample whose stack and process were seen before.
+
+use std::{collections::HashMap, sync::Arc};
+
+use profiler_common::{Record, RecordKind, SampleRecord};
+use tracing::debug;
+
+use crate::{
+    aggregate::{Instant2, Window},
+    metrics::{self, Metrics},
+    process::{FrameKey, ObjectFile, ObjectId, ProcessTracker},
+    profile::referenced_objects,
+};
+
+/// A finished window and what symbolizing it needs.
+pub struct Flushed {
+    pub window: Window,
+    pub end: Instant2,
+    pub objects: HashMap<ObjectId, Arc<ObjectFile>>,
+}
+
+/// Record decoding and aggregation state.
+pub struct Ingest {
+    tracker: ProcessTracker,
+    window: Window,
+    metrics: Arc<Metrics>,
+    addrs: Vec<u64>,
+    frames: Vec<FrameKey>,
+}
+
+/// A return address points after the call; one byte back is inside the
+/// call instruction, which is the line a caller frame should show.
+fn caller_address(addr: u64) -> u64 {
+    addr.saturating_sub(1)
+}
+
+impl Ingest {
+    /// Starts the first window at `start`.
+    pub fn new(metrics: Arc<Metrics>, start: Instant2) -> Self {
+        Self {
+            tracker: ProcessTracker::new(Arc::clone(&metrics)),
+            window: Window::new(start),
+            metrics,
+            addrs: Vec::with_capacity(profiler_common::MAX_USER_FRAMES),
+            frames: Vec::with_capacity(
+                profiler_common::MAX_KERNEL_FRAMES + profiler_common::MAX_USER_FRAMES,
+            ),
+        }
+    }
+
+    /// Handles one ring-buffer record.
+    pub fn record(&mut self, bytes: &[u8]) {
+        metrics::inc(&self.metrics.records);
+        match Record::parse(bytes) {
+            Ok(Record::Sample(s)) => self.sample(&s),
+            Ok(Record::Process(ev)) => match RecordKind::from_u32(ev.kind) {
+                Some(RecordKind::Exec) => self.tracker.on_exec(ev.pid),
+                Some(RecordKind::Exit) => self.tracker.on_exit(ev.pid),
+                _ => metrics::inc(&self.metrics.records_malformed),
+            },
+            Err(e) => {
+                metrics::inc(&self.metrics.records_malformed);
+                debug!("dropped a malformed record of {} bytes: {e:?}", bytes.len());
+            }
+        }
+    }
+
+    fn sample(&mut self, s: &SampleRecord<'_>) {
+        let h = &s.header;
+        self.frames.clear();
+        self.frames.extend(
+            s.kernel_frames()
+                .enumerate()
+                .map(|(i, a)| FrameKey::Kernel(if i == 0 { a } else { caller_address(a) })),
+        );
+        // In kernel mode the first user frame is where the syscall returns to.
+        let in_kernel = h.kernel_frames > 0;
+        self.addrs.clear();
+        self.addrs.extend(s.user_frames().enumerate().map(|(i, a)| {
+            if i == 0 && !in_kernel {
+                a
+            } else {
+                caller_address(a)
+            }
+        }));
+        let process = self
+            .tracker
+            .translate_user(h.pid, s.comm(), &self.addrs, &mut self.frames);
+        self.window
+            .add(&process, h.tid, &h.comm, h.ktime_ns, &self.frames);
+        metrics::inc(&self.metrics.samples);
+    }
+
+    /// Samples in the current window.
+    pub fn window_samples(&self) -> u64 {
+        self.window.total()
+    }
+
+    /// Ends the current window at `end` and starts the next.
+    pub fn flush(&mut self, end: Instant2) -> Flushed {
+        let window = std::mem::replace(&mut self.window, Window::new(end));
+        let objects = referenced_objects(&window)
+            .into_iter()
+            .filter_map(|id| self.tracker.object(id).map(|o| (id, o)))
+            .collect();
+        self.tracker.end_window();
+        Flushed {
+            window,
+            end,
+            objects,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use profiler_common::{COMM_LEN, ProcessEvent, SampleHeader, UserUnwinder};
+
+    use super::*;
+
+    fn sample_bytes(pid: u32, kernel: &[u64], user: &[u64]) -> Vec<u8> {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..4].copy_from_slice(b"test");
+        let h = SampleHeader {
+            kind: RecordKind::Sample as u32,
+            flags: 0,
+            ktime_ns: 1,
+            pid,
+            tid: pid,
+            cpu: 0,
+            kernel_frames: kernel.len() as u16,
+            user_frames: user.len() as u16,
+            user_unwinder: UserUnwinder::FramePointer as u8,
+            unwind_outcome: 0,
+            ext_len: 0,
+            reserved: 0,
+            comm,
+        };
+        // SAFETY: reading the bytes of a repr(C) value.
+        let mut out = unsafe {
+            std::slice::from_raw_parts(
+                (&h as *const SampleHeader).cast::<u8>(),
+                std::mem::size_of::<SampleHeader>(),
+            )
+        }
+        .to_vec();
+        for f in kernel.iter().chain(user) {
+            out.extend_from_slice(&f.to_ne_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn adjusts_return_addresses_and_counts_malformed() {
+        let m = Arc::new(Metrics::default());
+        let mut ingest = Ingest::new(Arc::clone(&m), Instant2::now());
+        let pid = std::process::id();
+        ingest.record(&sample_bytes(
+            pid,
+            &[0xffff_0010, 0xffff_0020],
+            &[0x10, 0x20],
+        ));
+        ingest.record(&[1, 2, 3]);
+        let ev = ProcessEvent {
+            kind: RecordKind::Exit as u32,
+            pid: 12345678,
+            ktime_ns: 2,
+        };
+        // SAFETY: reading the bytes of a repr(C) value.
+        let ev =
+            unsafe { std::slice::from_raw_parts((&ev as *const ProcessEvent).cast::<u8>(), 16) };
+        ingest.record(ev);
+        let s = m.snapshot();
+        assert_eq!(
+            (s.records, s.records_malformed, s.samples, s.exits),
+            (3, 1, 1, 1)
+        );
+        let flushed = ingest.flush(Instant2::now());
+        let stack = flushed.window.stacks.get(crate::aggregate::StackId(0));
+        assert_eq!(
+            stack,
+            [
+                FrameKey::Kernel(0xffff_0010),
+                FrameKey::Kernel(0xffff_001f),
+                // In kernel mode both user addresses are return addresses.
+                FrameKey::Unmapped(0xf),
+                FrameKey::Unmapped(0x1f),
+            ]
+        );
+        assert_eq!(ingest.window_samples(), 0);
+    }
+}

@@ -1,0 +1,93 @@
+//! The daemon's own counters: every drop, miss and failure is counted here
+//! (the kernel side counts its own in the `COUNTERS` map) and reported in
+//! the summary and the logs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! metrics {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// User-space counters, shared between the stages.
+        #[derive(Debug, Default)]
+        pub struct Metrics {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+        }
+
+        /// A point-in-time copy of [`Metrics`].
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct Snapshot {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl Metrics {
+            /// Reads every counter.
+            pub fn snapshot(&self) -> Snapshot {
+                Snapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+
+        impl Snapshot {
+            /// `(name, value)` pairs, for logs.
+            pub fn pairs(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name),)*]
+            }
+        }
+    };
+}
+
+metrics! {
+    /// Ring-buffer records decoded.
+    records,
+    /// Ring-buffer records that could not be decoded (dropped).
+    records_malformed,
+    /// Samples added to a window.
+    samples,
+    /// Exec events received.
+    execs,
+    /// Exit events received.
+    exits,
+    /// Distinct process instances seen.
+    processes,
+    /// Processes whose /proc entries could not be read (exited first).
+    processes_unreadable,
+    /// Re-reads of /proc/PID/maps after an unknown address.
+    maps_refreshes,
+    /// Mapped files that could not be opened.
+    objects_unreadable,
+    /// User frames outside any known executable mapping.
+    frames_unmapped,
+    /// Windows handed to the pipeline.
+    windows,
+    /// Windows dropped because the pipeline was behind.
+    windows_dropped,
+    /// Profiles delivered by a sink.
+    profiles_written,
+    /// Deliveries that failed.
+    sink_errors,
+}
+
+/// Adds one.
+pub fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Adds `n`.
+pub fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_reads_counters() {
+        let m = Metrics::default();
+        inc(&m.samples);
+        add(&m.samples, 2);
+        inc(&m.sink_errors);
+        let s = m.snapshot();
+        assert_eq!(s.samples, 3);
+        assert_eq!(s.sink_errors, 1);
+        assert!(s.pairs().contains(&("samples", 3)));
+    }
+}

@@ -1,0 +1,46 @@
+//! From a sample's pid and raw addresses to process-independent frame keys:
+//! which process instance it was (`tracker`), which mapping an address is in
+//! (`maps`), and which object file backs it (`objects`).
+
+pub mod maps;
+pub mod objects;
+pub mod tracker;
+
+use std::sync::Arc;
+
+pub use objects::{ObjectFile, ObjectId};
+pub use tracker::ProcessTracker;
+
+/// Id of one process instance (a pid reused, or a process that exec'd,
+/// gets a new one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProcId(pub u32);
+
+/// One frame, identified independently of the process it came from where
+/// possible, so identical code in many processes shares symbolization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FrameKey {
+    /// A kernel address.
+    Kernel(u64),
+    /// A link-time address inside an object file.
+    Object { object: ObjectId, addr: u64 },
+    /// An address in anonymous executable memory of a process (JIT code).
+    Jit { process: ProcId, addr: u64 },
+    /// A user address in no readable mapping.
+    Unmapped(u64),
+}
+
+/// What the profile says about a process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessMeta {
+    pub id: ProcId,
+    pub pid: u32,
+    /// The pid inside the process's own pid namespace (for /tmp/perf-N.map).
+    pub ns_pid: u32,
+    /// Executable base name (or the command name for kernel threads).
+    pub exe_name: Arc<str>,
+    /// Executable path as the process sees it; empty for kernel threads.
+    pub exe_path: Arc<str>,
+    /// Start time in clock ticks after boot (/proc/PID/stat field 22).
+    pub start_time: u64,
+}

@@ -1,0 +1,422 @@
+//! The symbolized profile of one window: deduplicated mappings, functions,
+//! locations and stacks, and samples that refer to them by index. It is
+//! built once per window and every encoder (pprof, OTLP) reads it, so no
+//! sink redoes symbolization or aggregation.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
+
+use crate::{
+    aggregate::{Instant2, Window},
+    process::{FrameKey, ObjectFile, ObjectId, ProcId, ProcessMeta, objects::hex},
+    symbolize::{SymFrame, Symbolizer},
+};
+
+/// What a mapping stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MappingKind {
+    /// `[kernel.kallsyms]`: kernel and module text.
+    Kernel,
+    /// An object file (or the vDSO).
+    Object(ObjectId),
+    /// Anonymous executable memory (JIT code).
+    Jit,
+    /// User addresses in no known mapping.
+    Unknown,
+}
+
+/// A mapping of the profile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub kind: MappingKind,
+    pub filename: Arc<str>,
+    /// Lowercase hex GNU build id.
+    pub build_id: Option<String>,
+    pub memory_start: u64,
+    pub memory_limit: u64,
+    pub file_offset: u64,
+    pub has_functions: bool,
+    pub has_filenames: bool,
+    pub has_line_numbers: bool,
+    pub has_inline_frames: bool,
+}
+
+/// A function.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Function {
+    pub name: Arc<str>,
+    pub system_name: Arc<str>,
+    pub filename: Arc<str>,
+    pub start_line: i64,
+}
+
+/// One source line of a location.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Line {
+    /// Index into [`Profile::functions`].
+    pub function: u32,
+    pub line: i64,
+}
+
+/// One address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// Index into [`Profile::mappings`].
+    pub mapping: u32,
+    /// Kernel address, link-time address in the object, or JIT address.
+    pub address: u64,
+    /// One entry per inlined call, innermost first; empty if unsymbolized.
+    pub lines: Vec<Line>,
+}
+
+/// Samples with one identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sample {
+    /// Index into [`Profile::processes`].
+    pub process: u32,
+    pub tid: u32,
+    pub thread_name: Arc<str>,
+    /// Index into [`Profile::stacks`].
+    pub stack: u32,
+    pub count: u64,
+    /// Wall-clock time of each sample (ns since the epoch).
+    pub times_ns: Vec<u64>,
+}
+
+/// A symbolized window.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Profile {
+    /// Window start, ns since the epoch.
+    pub start_ns: u64,
+    pub duration_ns: u64,
+    /// CPU nanoseconds per sample (1e9 / frequency).
+    pub period_ns: u64,
+    pub mappings: Vec<Mapping>,
+    pub functions: Vec<Function>,
+    pub locations: Vec<Location>,
+    /// Location indices, innermost first.
+    pub stacks: Vec<Vec<u32>>,
+    pub processes: Vec<Arc<ProcessMeta>>,
+    pub samples: Vec<Sample>,
+}
+
+impl Profile {
+    /// Total number of samples.
+    pub fn sample_count(&self) -> u64 {
+        self.samples.iter().map(|s| s.count).sum()
+    }
+}
+
+/// What the builder needs besides the window.
+pub struct BuildInput<'a> {
+    pub window: &'a Window,
+    pub end: Instant2,
+    pub period_ns: u64,
+    /// Every object a frame of the window refers to.
+    pub objects: &'a HashMap<ObjectId, Arc<ObjectFile>>,
+}
+
+struct Builder<'a> {
+    input: &'a BuildInput<'a>,
+    sym: &'a mut Symbolizer,
+    profile: Profile,
+    mapping_index: HashMap<MappingKind, u32>,
+    function_index: HashMap<Function, u32>,
+    location_index: HashMap<FrameKey, u32>,
+}
+
+impl Builder<'_> {
+    fn mapping(&mut self, kind: MappingKind) -> u32 {
+        if let Some(&i) = self.mapping_index.get(&kind) {
+            return i;
+        }
+        let (filename, build_id, (start, limit, offset), inline): (Arc<str>, _, _, _) = match kind {
+            MappingKind::Kernel => {
+                let ((lo, hi), id) = self.sym.kernel_mapping();
+                (
+                    "[kernel.kallsyms]".into(),
+                    id.as_deref().map(hex),
+                    (lo, hi, 0),
+                    false,
+                )
+            }
+            MappingKind::Object(id) => match self.input.objects.get(&id) {
+                Some(obj) => {
+                    let (lo, hi) = obj.vaddr_range();
+                    let off = obj
+                        .segments
+                        .iter()
+                        .find(|s| s.vaddr == lo)
+                        .map_or(0, |s| s.file_offset);
+                    let info = self.sym.object_info(obj);
+                    (
+                        obj.path.as_str().into(),
+                        obj.build_id_hex(),
+                        (lo, hi, off),
+                        info.has_dwarf,
+                    )
+                }
+                None => ("[unknown]".into(), None, (0, 0, 0), false),
+            },
+            MappingKind::Jit => ("[jit]".into(), None, (0, 0, 0), false),
+            MappingKind::Unknown => ("[unknown]".into(), None, (0, 0, 0), false),
+        };
+        let i = self.profile.mappings.len() as u32;
+        self.profile.mappings.push(Mapping {
+            kind,
+            filename,
+            build_id,
+            memory_start: start,
+            memory_limit: limit,
+            file_offset: offset,
+            // Computed from the locations once all are known.
+            has_functions: false,
+            has_filenames: false,
+            has_line_numbers: false,
+            has_inline_frames: inline,
+        });
+        self.mapping_index.insert(kind, i);
+        i
+    }
+
+    fn function(&mut self, f: &SymFrame) -> u32 {
+        let func = Function {
+            name: Arc::clone(&f.name),
+            system_name: Arc::clone(&f.system_name),
+            filename: Arc::clone(&f.file),
+            start_line: i64::from(f.start_line),
+        };
+        if let Some(&i) = self.function_index.get(&func) {
+            return i;
+        }
+        let i = self.profile.functions.len() as u32;
+        self.profile.functions.push(func.clone());
+        self.function_index.insert(func, i);
+        i
+    }
+
+    fn location(&mut self, key: FrameKey) -> u32 {
+        if let Some(&i) = self.location_index.get(&key) {
+            return i;
+        }
+        let (kind, address, frames): (MappingKind, u64, Arc<[SymFrame]>) = match key {
+            FrameKey::Kernel(addr) => (MappingKind::Kernel, addr, self.sym.kernel_frames(addr)),
+            FrameKey::Object { object, addr } => {
+                let frames = match self.input.objects.get(&object) {
+                    Some(obj) => self.sym.object_frames(obj, addr),
+                    None => Arc::from([]),
+                };
+                (MappingKind::Object(object), addr, frames)
+            }
+            FrameKey::Jit { process, addr } => {
+                let frames = match self.input.window.process(process) {
+                    Some(meta) => self.sym.jit_frames(meta, addr),
+                    None => Arc::from([]),
+                };
+                (MappingKind::Jit, addr, frames)
+            }
+            FrameKey::Unmapped(addr) => (MappingKind::Unknown, addr, Arc::from([])),
+        };
+        let mapping = self.mapping(kind);
+        let lines = frames
+            .iter()
+            .filter(|f| !f.name.is_empty())
+            .map(|f| Line {
+                function: self.function(f),
+                line: i64::from(f.line),
+            })
+            .collect();
+        let i = self.profile.locations.len() as u32;
+        self.profile.locations.push(Location {
+            mapping,
+            address,
+            lines,
+        });
+        self.location_index.insert(key, i);
+        i
+    }
+
+    /// Sets each mapping's has_functions/filenames/line_numbers to whether
+    /// every one of its locations has them.
+    fn finish_mappings(&mut self) {
+        let n = self.profile.mappings.len();
+        let (mut funcs, mut files, mut lines) = (vec![true; n], vec![true; n], vec![true; n]);
+        for loc in &self.profile.locations {
+            let m = loc.mapping as usize;
+            funcs[m] &= !loc.lines.is_empty();
+            files[m] &= !loc.lines.is_empty()
+                && loc.lines.iter().all(|l| {
+                    !self.profile.functions[l.function as usize]
+                        .filename
+                        .is_empty()
+                });
+            lines[m] &= !loc.lines.is_empty() && loc.lines.iter().all(|l| l.line > 0);
+        }
+        for (i, m) in self.profile.mappings.iter_mut().enumerate() {
+            m.has_functions = funcs[i];
+            m.has_filenames = files[i];
+            m.has_line_numbers = lines[i];
+            m.has_inline_frames &= lines[i];
+        }
+    }
+}
+
+/// Symbolizes `input.window` into a [`Profile`].
+pub fn build(input: &BuildInput<'_>, sym: &mut Symbolizer) -> Profile {
+    let window = input.window;
+    let mut b = Builder {
+        input,
+        sym,
+        profile: Profile {
+            start_ns: window.start.wall_ns,
+            duration_ns: input.end.mono_ns.saturating_sub(window.start.mono_ns),
+            period_ns: input.period_ns,
+            ..Profile::default()
+        },
+        mapping_index: HashMap::new(),
+        function_index: HashMap::new(),
+        location_index: HashMap::new(),
+    };
+    for frames in window.stacks.iter() {
+        let stack = frames.iter().map(|&k| b.location(k)).collect();
+        b.profile.stacks.push(stack);
+    }
+    let mut process_index: HashMap<ProcId, u32> = HashMap::new();
+    for (key, count) in window.samples() {
+        let Some(meta) = window.process(key.process) else {
+            continue;
+        };
+        let next = b.profile.processes.len() as u32;
+        let process = *process_index.entry(key.process).or_insert_with(|| {
+            b.profile.processes.push(Arc::clone(meta));
+            next
+        });
+        b.profile.samples.push(Sample {
+            process,
+            tid: key.tid,
+            thread_name: Arc::clone(window.comm(key.comm)),
+            stack: key.stack.0,
+            count: count.count,
+            times_ns: count
+                .times_ns
+                .iter()
+                .map(|&t| window.start.wall_of(t))
+                .collect(),
+        });
+    }
+    b.finish_mappings();
+    b.profile
+}
+
+/// Objects referenced by `window`'s frames.
+pub fn referenced_objects(window: &Window) -> HashSet<ObjectId> {
+    window
+        .stacks
+        .iter()
+        .flatten()
+        .filter_map(|k| match k {
+            FrameKey::Object { object, .. } => Some(*object),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::objects::{Bytes, ObjectKind};
+
+    fn meta() -> Arc<ProcessMeta> {
+        Arc::new(ProcessMeta {
+            id: ProcId(0),
+            pid: 42,
+            ns_pid: 42,
+            exe_name: "test".into(),
+            exe_path: "/proc/self/exe".into(),
+            start_time: 1,
+        })
+    }
+
+    /// Builds a profile of this test binary's own functions.
+    #[test]
+    fn symbolizes_own_binary_and_dedups_tables() {
+        let bytes = std::fs::read("/proc/self/exe").unwrap();
+        let obj = Arc::new(ObjectFile::from_bytes(
+            ObjectId(7),
+            "/proc/self/exe".into(),
+            ObjectKind::Elf,
+            Bytes::Owned(bytes),
+        ));
+        // Link-time address of a function in this binary.
+        let data = object::File::parse(&**obj.bytes).unwrap();
+        use object::{Object, ObjectSymbol};
+        let addr = data
+            .symbols()
+            .find(|s| {
+                s.name()
+                    .is_ok_and(|n| n.contains("symbolizes_own_binary_and_dedups_tables"))
+            })
+            .map(|s| s.address())
+            .expect("own symbol");
+        let mut window = Window::new(Instant2 {
+            wall_ns: 1_000,
+            mono_ns: 10,
+        });
+        let p = meta();
+        let comm = *b"t\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+        let stack = [
+            FrameKey::Object {
+                object: ObjectId(7),
+                addr,
+            },
+            FrameKey::Object {
+                object: ObjectId(7),
+                addr,
+            },
+            FrameKey::Unmapped(0x1234),
+        ];
+        window.add(&p, 42, &comm, 20, &stack);
+        window.add(&p, 42, &comm, 30, &stack);
+        window.add(&p, 43, &comm, 40, &stack[1..]);
+        let objects = HashMap::from([(ObjectId(7), Arc::clone(&obj))]);
+        let input = BuildInput {
+            window: &window,
+            end: Instant2 {
+                wall_ns: 2_000,
+                mono_ns: 1_010,
+            },
+            period_ns: 10,
+            objects: &objects,
+        };
+        let mut sym = Symbolizer::new();
+        let profile = build(&input, &mut sym);
+        assert_eq!(profile.sample_count(), 3);
+        assert_eq!(profile.duration_ns, 1_000);
+        assert_eq!(profile.samples.len(), 2);
+        assert_eq!(profile.samples[0].times_ns, [1_010, 1_020]);
+        // Two distinct locations, two mappings, one process.
+        assert_eq!(profile.locations.len(), 2);
+        assert_eq!(profile.mappings.len(), 2);
+        assert_eq!(profile.processes.len(), 1);
+        assert_eq!(profile.stacks, [vec![0, 0, 1], vec![0, 1]]);
+        let loc = &profile.locations[0];
+        assert!(!loc.lines.is_empty());
+        let f = &profile.functions[loc.lines.last().unwrap().function as usize];
+        assert!(
+            f.name.contains("symbolizes_own_binary_and_dedups_tables"),
+            "{f:?}"
+        );
+        // The unknown mapping has no functions; the object's has them.
+        let unknown = &profile.mappings[profile.locations[1].mapping as usize];
+        assert_eq!(&*unknown.filename, "[unknown]");
+        assert!(!unknown.has_functions);
+        let own = &profile.mappings[loc.mapping as usize];
+        assert!(own.has_functions);
+        assert!(own.build_id.is_some());
+        // No duplicate functions.
+        let set: HashSet<_> = profile.functions.iter().collect();
+        assert_eq!(set.len(), profile.functions.len());
+    }
+}

@@ -1,0 +1,384 @@
+//! Wires the stages together for `record` and `run`: checks, BPF loading,
+//! the ring-buffer drain loop, window flushes into the symbolize → encode →
+//! sinks pipeline, signals, progress and the final summary.
+
+use std::{
+    io::{IsTerminal, Write},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use aya::maps::{MapData, RingBuf};
+use profiler_common::Counter;
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+    time::{MissedTickBehavior, interval, sleep},
+};
+use tracing::{debug, info, warn};
+
+use crate::{
+    aggregate::Instant2,
+    bpf::{Loaded, maps::KernelCounters, preflight},
+    config::{self, Mode, Settings},
+    encode,
+    ingest::{Flushed, Ingest},
+    metrics::{self, Metrics},
+    profile::{self, BuildInput},
+    sink::{
+        Batch, FanOut,
+        file::{FileSink, FileTarget},
+    },
+    symbolize::Symbolizer,
+};
+
+/// How often the ring buffer is drained even without a wakeup.
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
+
+/// Runs a whole session as `settings` says.
+pub fn run(settings: Settings) -> Result<()> {
+    preflight::check(&settings.sampling.btf)?;
+    config::check_pids_exist(&settings.sampling.pids)?;
+    if let Mode::Record { output, .. } = &settings.mode {
+        check_output_dir(output)?;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("profiler")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(session(settings))
+}
+
+fn check_output_dir(output: &std::path::Path) -> Result<()> {
+    let dir = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    if !dir.is_dir() {
+        bail!(
+            "cannot write {}: directory {} does not exist",
+            output.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn comments(settings: &Settings, cpus: usize) -> Vec<String> {
+    vec![
+        format!("{} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")),
+        format!(
+            "cpu-clock sampling at {} Hz on {cpus} CPUs",
+            settings.sampling.frequency
+        ),
+    ]
+}
+
+/// Symbolizes and encodes each flushed window once, then fans it out.
+async fn pipeline(
+    mut windows: mpsc::Receiver<Flushed>,
+    fanout: FanOut,
+    period_ns: u64,
+    comments: Vec<String>,
+    metrics: Arc<Metrics>,
+) {
+    let mut symbolizer = Some(Symbolizer::new());
+    let mut seq = 0u64;
+    while let Some(flushed) = windows.recv().await {
+        let mut sym = symbolizer.take().expect("returned by the previous window");
+        let comments = comments.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let input = BuildInput {
+                window: &flushed.window,
+                end: flushed.end,
+                period_ns,
+                objects: &flushed.objects,
+            };
+            let profile = profile::build(&input, &mut sym);
+            let live = (0..profile.processes.len())
+                .map(|i| profile.processes[i].id)
+                .collect();
+            sym.end_window(&live);
+            let pprof_gz = encode::pprof::encode(&profile, &comments);
+            debug!(
+                "window {seq}: {} samples, {} locations, {} functions, {} bytes in {:?}",
+                profile.sample_count(),
+                profile.locations.len(),
+                profile.functions.len(),
+                pprof_gz.len(),
+                started.elapsed()
+            );
+            (
+                sym,
+                Batch {
+                    seq,
+                    profile: Arc::new(profile),
+                    pprof_gz,
+                },
+            )
+        });
+        match job.await {
+            Ok((sym, batch)) => {
+                symbolizer = Some(sym);
+                metrics::inc(&metrics.windows);
+                fanout.send(Arc::new(batch));
+            }
+            Err(e) => {
+                warn!("window {seq} could not be built: {e}");
+                metrics::inc(&metrics.windows_dropped);
+                symbolizer = Some(Symbolizer::new());
+            }
+        }
+        seq += 1;
+    }
+    fanout.close().await;
+}
+
+fn drain(ring: &mut RingBuf<MapData>, ingest: &mut Ingest) -> usize {
+    let mut n = 0;
+    while let Some(item) = ring.next() {
+        ingest.record(&item);
+        n += 1;
+    }
+    n
+}
+
+/// True once none of `pids` is a live (non-zombie) process.
+fn all_exited(pids: &[u32]) -> bool {
+    pids.iter().all(|pid| {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // The state follows the parenthesised command name.
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+                .is_some_and(|state| matches!(state, 'Z' | 'X')),
+            Err(_) => true,
+        }
+    })
+}
+
+struct Progress {
+    enabled: bool,
+    tty: bool,
+    started: Instant,
+    last_line: Instant,
+}
+
+impl Progress {
+    fn show(&mut self, total: Option<Duration>, metrics: &Metrics, lost: u64) {
+        if !self.enabled {
+            return;
+        }
+        let s = metrics.snapshot();
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let time = match total {
+            Some(t) => format!("{elapsed:.0}/{:.0} s", t.as_secs_f64()),
+            None => format!("{elapsed:.0} s"),
+        };
+        let line = format!(
+            "profiling {time}: {} samples, {} processes, {lost} lost",
+            s.samples, s.processes
+        );
+        let mut err = std::io::stderr();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[2K{line}");
+            let _ = err.flush();
+        } else if self.last_line.elapsed() >= Duration::from_secs(5) {
+            self.last_line = Instant::now();
+            let _ = writeln!(err, "{line}");
+        }
+    }
+
+    fn finish(&self) {
+        if self.enabled && self.tty {
+            eprintln!();
+        }
+    }
+}
+
+async fn session(settings: Settings) -> Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let started = Instant::now();
+    let mut loaded = Loaded::load(&settings.sampling)?;
+    let cpus = loaded.cpus.len();
+    let counters = loaded.maps().take_counters()?;
+    let ring = loaded.maps().take_ring_buffer()?;
+    // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd
+    // owns the ring buffer, and `as_raw_fd` always returns that fd.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("cannot poll the BPF ring buffer: {e}"))?;
+    info!(
+        "sampling {} CPUs at {} Hz (ring buffer {} KiB, exec/exit events: {}) after {:?}",
+        cpus,
+        settings.sampling.frequency,
+        settings.sampling.ring_buffer_size / 1024,
+        loaded.process_events,
+        started.elapsed()
+    );
+
+    let mut fanout = FanOut::new(Arc::clone(&metrics));
+    let (record_target, flush_every, duration) = match &settings.mode {
+        Mode::Record { output, duration } => (Some(output.clone()), None, *duration),
+        Mode::Run {
+            interval,
+            output_dir,
+        } => {
+            fanout.add(FileSink::new(FileTarget::Directory(output_dir.clone()))?);
+            (None, Some(*interval), None)
+        }
+    };
+    if let Some(path) = &record_target {
+        fanout.add(FileSink::new(FileTarget::Path(path.clone()))?);
+    }
+    let (windows_tx, windows_rx) = mpsc::channel::<Flushed>(4);
+    let pipeline = tokio::spawn(pipeline(
+        windows_rx,
+        fanout,
+        settings.sampling.period_ns(),
+        comments(&settings, cpus),
+        Arc::clone(&metrics),
+    ));
+
+    let mut ingest = Ingest::new(Arc::clone(&metrics), Instant2::now());
+    let mut drain_tick = interval(DRAIN_EVERY);
+    drain_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut flush_tick = interval(flush_every.unwrap_or(Duration::from_secs(3600)));
+    flush_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    flush_tick.tick().await;
+    let mut progress_tick = interval(Duration::from_millis(500));
+    let deadline = sleep(duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
+    tokio::pin!(deadline);
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut progress = Progress {
+        enabled: settings.progress && record_target.is_some(),
+        tty: std::io::stderr().is_terminal(),
+        started: Instant::now(),
+        last_line: Instant::now(),
+    };
+    let baseline = counters.read()?;
+    let lost = |k: &KernelCounters, m: &Metrics| {
+        k.since(&baseline).get(Counter::RingBufFull) + m.snapshot().records_malformed
+    };
+
+    let stop_reason = loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("polling the ring buffer")?;
+                drain(guard.get_inner_mut(), &mut ingest);
+                guard.clear_ready();
+            }
+            _ = drain_tick.tick() => {
+                drain(ring.get_mut(), &mut ingest);
+            }
+            _ = flush_tick.tick(), if flush_every.is_some() => {
+                drain(ring.get_mut(), &mut ingest);
+                let flushed = ingest.flush(Instant2::now());
+                report_window(&flushed, &counters, &baseline, &metrics);
+                if windows_tx.try_send(flushed).is_err() {
+                    metrics::inc(&metrics.windows_dropped);
+                    warn!("symbolization is behind: a window was dropped");
+                }
+            }
+            _ = &mut deadline => break "duration reached",
+            _ = sigint.recv() => break "interrupted",
+            _ = sigterm.recv() => break "terminated",
+            _ = progress_tick.tick() => {
+                let k = counters.read().unwrap_or_default();
+                progress.show(duration, &metrics, lost(&k, &metrics));
+                if record_target.is_some()
+                    && !settings.sampling.pids.is_empty()
+                    && all_exited(&settings.sampling.pids)
+                {
+                    break "every target process exited";
+                }
+            }
+        }
+    };
+    progress.finish();
+    info!("stopping: {stop_reason}");
+    // Detach first so the last drain sees every sample taken.
+    drop(loaded);
+    drain(ring.get_mut(), &mut ingest);
+    let flushed = ingest.flush(Instant2::now());
+    let final_samples = flushed.window.total();
+    let final_processes = flushed.window.process_count();
+    windows_tx
+        .send(flushed)
+        .await
+        .context("the pipeline stopped early")?;
+    drop(windows_tx);
+    pipeline.await.context("the pipeline failed")?;
+
+    let kernel = counters.read()?.since(&baseline);
+    let m = metrics.snapshot();
+    debug!("metrics: {:?}", m.pairs());
+    debug!(
+        "kernel counters: {:?}",
+        Counter::ALL.map(|c| (c.name(), kernel.get(c)))
+    );
+    let elapsed = progress.started.elapsed().as_secs_f64();
+    let lost_total = kernel.get(Counter::RingBufFull) + m.records_malformed;
+    if m.sink_errors > 0 {
+        bail!(
+            "{} profile(s) could not be written (see the warnings above)",
+            m.sink_errors
+        );
+    }
+    if settings.progress {
+        let what = match &record_target {
+            Some(path) => format!(
+                "wrote {}: {final_samples} samples from {final_processes} processes",
+                path.display()
+            ),
+            None => format!(
+                "{} profiles written, {} samples",
+                m.profiles_written, m.samples
+            ),
+        };
+        eprintln!(
+            "{what} in {elapsed:.1} s at {} Hz on {cpus} CPUs ({stop_reason})",
+            settings.sampling.frequency
+        );
+        eprintln!(
+            "lost samples: {lost_total} (ring buffer full: {}, malformed: {}); \
+             stack read errors: kernel {}, user {}; events lost: {}",
+            kernel.get(Counter::RingBufFull),
+            m.records_malformed,
+            kernel.get(Counter::KernelStackError),
+            kernel.get(Counter::UserStackError),
+            kernel.get(Counter::EventsLost),
+        );
+    }
+    Ok(())
+}
+
+fn report_window(
+    flushed: &Flushed,
+    counters: &crate::bpf::maps::CounterMap,
+    baseline: &KernelCounters,
+    metrics: &Metrics,
+) {
+    let k = counters.read().unwrap_or_default().since(baseline);
+    let m = metrics.snapshot();
+    info!(
+        "window: {} samples, {} processes; totals: {} samples, {} lost, {} windows dropped, {} sink errors",
+        flushed.window.total(),
+        flushed.window.process_count(),
+        m.samples,
+        k.get(Counter::RingBufFull) + m.records_malformed,
+        m.windows_dropped,
+        m.sink_errors
+    );
+    if k.get(Counter::RingBufFull) > 0 {
+        warn!(
+            "{} samples lost to a full ring buffer so far: raise --ring-buffer-size",
+            k.get(Counter::RingBufFull)
+        );
+    }
+}

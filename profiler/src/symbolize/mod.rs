@@ -1,0 +1,422 @@
+//! Turns frame keys into function names, source files and lines.
+//!
+//! One backend per kind of frame: object files (`elf` symbol tables and
+//! `dwarf` line/inline info, with separate debug files found by
+//! `debuginfo`), the kernel (`kernel`, kallsyms), and JIT code (`perfmap`).
+//! Each object is parsed once, the first time one of its addresses is
+//! symbolized, and its results are cached per address; both caches are
+//! bounded.
+
+pub mod debuginfo;
+pub mod demangle;
+pub mod dwarf;
+pub mod elf;
+pub mod kernel;
+pub mod perfmap;
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+    sync::{Arc, Weak},
+    time::{Duration, Instant},
+};
+
+use tracing::{debug, warn};
+
+use self::{
+    debuginfo::DebugRefs,
+    dwarf::DwarfInfo,
+    elf::ElfSymbols,
+    kernel::{KernelSymbols, kernel_build_id},
+    perfmap::PerfMap,
+};
+use crate::process::{ObjectFile, ObjectId, ProcId, ProcessMeta};
+
+/// One function frame of a location (a location has one per inlined call).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SymFrame {
+    /// Human-readable (demangled) name; empty when unknown.
+    pub name: Arc<str>,
+    /// Name as in the binary (mangled); equals `name` when not mangled.
+    pub system_name: Arc<str>,
+    /// Source file; empty when unknown.
+    pub file: Arc<str>,
+    /// Source line; 0 when unknown.
+    pub line: u32,
+    /// Line the function starts on; 0 when unknown.
+    pub start_line: u32,
+}
+
+/// What is known about an object's debug information.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// DWARF was found (in the file or a separate debug file).
+    pub has_dwarf: bool,
+    /// The separate debug file used, if any.
+    pub debug_file: Option<PathBuf>,
+}
+
+/// Strings shared by many frames (function and file names).
+#[derive(Default)]
+struct Interner(HashSet<Arc<str>>);
+
+impl Interner {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.0.get(s) {
+            return Arc::clone(a);
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.0.insert(Arc::clone(&a));
+        a
+    }
+}
+
+/// Most cached addresses per object before its cache is cleared.
+const MAX_CACHED_ADDRESSES: usize = 1 << 16;
+/// Most parsed objects kept.
+const MAX_OBJECTS: usize = 512;
+/// Kernel symbols are re-read this often (modules come and go).
+const KALLSYMS_TTL: Duration = Duration::from_secs(600);
+/// A missing JIT symbol re-reads the perf map at most this often.
+const PERF_MAP_RECHECK: Duration = Duration::from_secs(1);
+
+/// Parsed symbol sources of one object and its address cache.
+pub struct ObjectSymbols {
+    elf: ElfSymbols,
+    dwarf: Option<DwarfInfo>,
+    cache: HashMap<u64, Arc<[SymFrame]>>,
+    info: ObjectInfo,
+}
+
+impl ObjectSymbols {
+    /// Parses `obj`'s symbol table and DWARF (finding a separate debug file).
+    pub fn load(obj: &ObjectFile) -> Self {
+        let empty = Self {
+            elf: ElfSymbols::default(),
+            dwarf: None,
+            cache: HashMap::new(),
+            info: ObjectInfo::default(),
+        };
+        let Ok(main) = object::File::parse(&**obj.bytes) else {
+            return empty;
+        };
+        let refs = DebugRefs::of(&main);
+        let debug = if dwarf::has_debug_info(&main) {
+            None
+        } else {
+            debuginfo::find(&obj.root, &obj.path, &refs)
+        };
+        let debug_file = debug
+            .as_ref()
+            .and_then(|(_, bytes)| object::File::parse(&***bytes).ok());
+
+        let mut files = vec![&main];
+        files.extend(debug_file.as_ref());
+        let elf = ElfSymbols::collect(&files);
+
+        let (dw_file, dw_owner, dw_path) = match (&debug_file, &debug) {
+            (Some(f), Some((path, bytes))) if dwarf::has_debug_info(f) => {
+                (Some(f), Some(bytes), Some(path.clone()))
+            }
+            _ if dwarf::has_debug_info(&main) => (Some(&main), Some(&obj.bytes), None),
+            _ => (None, None, None),
+        };
+        let mut info = ObjectInfo {
+            has_dwarf: false,
+            debug_file: debug.as_ref().map(|(p, _)| p.clone()),
+        };
+        let dwarf = match (dw_file, dw_owner) {
+            (Some(file), Some(owner)) => {
+                let sup_bytes = debuginfo::find_alt(
+                    &obj.root,
+                    dw_path
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new(&obj.path)),
+                    file,
+                );
+                let sup_file = sup_bytes
+                    .as_ref()
+                    .and_then(|b| object::File::parse(&***b).ok());
+                let sup = sup_file.as_ref().zip(sup_bytes.as_ref());
+                match DwarfInfo::load(file, owner, sup) {
+                    Ok(d) => {
+                        info.has_dwarf = true;
+                        Some(d)
+                    }
+                    Err(e) => {
+                        debug!("{}: unusable DWARF: {e}", obj.path);
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        Self {
+            elf,
+            dwarf,
+            cache: HashMap::new(),
+            info,
+        }
+    }
+
+    fn lookup(&mut self, addr: u64, strings: &mut Interner) -> Arc<[SymFrame]> {
+        if let Some(hit) = self.cache.get(&addr) {
+            return Arc::clone(hit);
+        }
+        let mut frames: Vec<SymFrame> = Vec::new();
+        if let Some(d) = &self.dwarf {
+            for f in d.frames(addr) {
+                let (name, system_name) = names(f.name.as_deref().unwrap_or(""), strings);
+                frames.push(SymFrame {
+                    name,
+                    system_name,
+                    file: strings.get(f.file.as_deref().unwrap_or("")),
+                    line: f.line,
+                    start_line: f.decl_line,
+                });
+            }
+        }
+        let symbol = self.elf.lookup(addr);
+        match (frames.last_mut(), symbol) {
+            // No DWARF for this address: the symbol table names it.
+            (None, Some(sym)) => {
+                let (name, system_name) = names(sym.name, strings);
+                frames.push(SymFrame {
+                    name,
+                    system_name,
+                    file: strings.get(""),
+                    line: 0,
+                    start_line: 0,
+                });
+            }
+            // DWARF knows the line but not the function.
+            (Some(outer), Some(sym)) if outer.name.is_empty() => {
+                let (name, system_name) = names(sym.name, strings);
+                outer.name = name;
+                outer.system_name = system_name;
+            }
+            _ => {}
+        }
+        let frames: Arc<[SymFrame]> = frames.into();
+        if self.cache.len() >= MAX_CACHED_ADDRESSES {
+            self.cache.clear();
+        }
+        self.cache.insert(addr, Arc::clone(&frames));
+        frames
+    }
+}
+
+fn names(raw: &str, strings: &mut Interner) -> (Arc<str>, Arc<str>) {
+    let system = strings.get(raw);
+    let name = match demangle::demangle(raw) {
+        Some(d) => strings.get(&d),
+        None => Arc::clone(&system),
+    };
+    (name, system)
+}
+
+struct ObjectEntry {
+    object: Weak<ObjectFile>,
+    syms: ObjectSymbols,
+    last_used: u64,
+}
+
+struct PerfMapEntry {
+    map: PerfMap,
+    fingerprint: Option<(u64, i64)>,
+    checked: Instant,
+}
+
+/// Kernel symbol state.
+#[derive(Default)]
+struct KernelState {
+    syms: Option<KernelSymbols>,
+    loaded: Option<Instant>,
+    build_id: Option<Option<Vec<u8>>>,
+    warned: bool,
+}
+
+/// The parsed symbols of `obj`, parsing it on first use.
+fn object_entry<'a>(
+    objects: &'a mut HashMap<ObjectId, ObjectEntry>,
+    tick: u64,
+    obj: &Arc<ObjectFile>,
+) -> &'a mut ObjectEntry {
+    let e = objects.entry(obj.id).or_insert_with(|| {
+        let started = Instant::now();
+        let syms = ObjectSymbols::load(obj);
+        debug!(
+            "parsed {} in {:?}: {} symbols, dwarf: {}, debug file: {:?}",
+            obj.path,
+            started.elapsed(),
+            syms.elf.len(),
+            syms.info.has_dwarf,
+            syms.info.debug_file
+        );
+        ObjectEntry {
+            object: Arc::downgrade(obj),
+            syms,
+            last_used: tick,
+        }
+    });
+    e.last_used = tick;
+    e
+}
+
+/// Symbolizes frames of every kind, with caches that outlive windows.
+#[derive(Default)]
+pub struct Symbolizer {
+    objects: HashMap<ObjectId, ObjectEntry>,
+    kernel: KernelState,
+    perf_maps: HashMap<ProcId, PerfMapEntry>,
+    strings: Interner,
+    tick: u64,
+}
+
+impl Symbolizer {
+    /// A symbolizer with empty caches.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Frames at link-time address `addr` of `obj`, innermost first.
+    pub fn object_frames(&mut self, obj: &Arc<ObjectFile>, addr: u64) -> Arc<[SymFrame]> {
+        object_entry(&mut self.objects, self.tick, obj)
+            .syms
+            .lookup(addr, &mut self.strings)
+    }
+
+    /// Debug-information facts of `obj` (parses it if needed).
+    pub fn object_info(&mut self, obj: &Arc<ObjectFile>) -> ObjectInfo {
+        object_entry(&mut self.objects, self.tick, obj)
+            .syms
+            .info
+            .clone()
+    }
+
+    fn kernel_symbols(&mut self) -> Option<&KernelSymbols> {
+        let stale = self
+            .kernel
+            .loaded
+            .is_none_or(|t| t.elapsed() >= KALLSYMS_TTL);
+        if stale {
+            self.kernel.loaded = Some(Instant::now());
+            match KernelSymbols::load() {
+                Ok(k) => self.kernel.syms = Some(k),
+                Err(e) if !self.kernel.warned => {
+                    self.kernel.warned = true;
+                    warn!("kernel frames stay unsymbolized: {e}");
+                }
+                Err(_) => {}
+            }
+        }
+        self.kernel.syms.as_ref()
+    }
+
+    /// Frames of kernel address `addr`.
+    pub fn kernel_frames(&mut self, addr: u64) -> Arc<[SymFrame]> {
+        let hit = self
+            .kernel_symbols()
+            .and_then(|k| k.lookup(addr))
+            .map(|h| (h.name.to_owned(), h.module.map(|m| format!("[{m}]"))));
+        let Some((name, module)) = hit else {
+            return Arc::from([]);
+        };
+        let name = self.strings.get(&name);
+        let file = self.strings.get(module.as_deref().unwrap_or(""));
+        Arc::from([SymFrame {
+            system_name: Arc::clone(&name),
+            name,
+            file,
+            line: 0,
+            start_line: 0,
+        }])
+    }
+
+    /// The kernel's text range from kallsyms and its build id.
+    pub fn kernel_mapping(&mut self) -> ((u64, u64), Option<Vec<u8>>) {
+        let range = self.kernel_symbols().map_or((0, 0), KernelSymbols::range);
+        let build_id = self
+            .kernel
+            .build_id
+            .get_or_insert_with(kernel_build_id)
+            .clone();
+        (range, build_id)
+    }
+
+    /// Frames of JIT address `addr` in `process`, from its perf map.
+    pub fn jit_frames(&mut self, process: &ProcessMeta, addr: u64) -> Arc<[SymFrame]> {
+        let paths = [
+            PathBuf::from(format!(
+                "/proc/{}/root/tmp/perf-{}.map",
+                process.pid, process.ns_pid
+            )),
+            PathBuf::from(format!("/tmp/perf-{}.map", process.pid)),
+        ];
+        let fingerprint = || {
+            paths.iter().find_map(|p| {
+                let m = std::fs::metadata(p).ok()?;
+                use std::os::unix::fs::MetadataExt;
+                Some((
+                    p.clone(),
+                    (m.size(), m.mtime_nsec() + m.mtime() * 1_000_000_000),
+                ))
+            })
+        };
+        let load = |path: &PathBuf| {
+            std::fs::File::open(path)
+                .map(|f| PerfMap::parse(std::io::BufReader::new(f)))
+                .unwrap_or_default()
+        };
+        let entry = self.perf_maps.entry(process.id).or_insert_with(|| {
+            let found = fingerprint();
+            PerfMapEntry {
+                map: found.as_ref().map(|(p, _)| load(p)).unwrap_or_default(),
+                fingerprint: found.map(|(_, f)| f),
+                checked: Instant::now(),
+            }
+        });
+        if entry.map.lookup(addr).is_none() && entry.checked.elapsed() >= PERF_MAP_RECHECK {
+            entry.checked = Instant::now();
+            if let Some((path, fp)) = fingerprint()
+                && entry.fingerprint != Some(fp)
+            {
+                entry.map = load(&path);
+                entry.fingerprint = Some(fp);
+            }
+        }
+        let Some(name) = entry.map.lookup(addr).map(str::to_owned) else {
+            return Arc::from([]);
+        };
+        let name = self.strings.get(&name);
+        let file = self.strings.get("");
+        Arc::from([SymFrame {
+            system_name: Arc::clone(&name),
+            name,
+            file,
+            line: 0,
+            start_line: 0,
+        }])
+    }
+
+    /// Ends a window: drops parsed objects that are gone or least recently
+    /// used beyond the bound, and perf maps of processes not seen.
+    pub fn end_window(&mut self, live_processes: &HashSet<ProcId>) {
+        self.tick += 1;
+        self.objects.retain(|_, e| e.object.strong_count() > 0);
+        if self.objects.len() > MAX_OBJECTS {
+            let mut ages: Vec<_> = self.objects.values().map(|e| e.last_used).collect();
+            ages.sort_unstable();
+            let cutoff = ages[ages.len() - MAX_OBJECTS];
+            self.objects.retain(|_, e| e.last_used >= cutoff);
+        }
+        self.perf_maps.retain(|id, _| live_processes.contains(id));
+        // Drop interned strings no cache refers to any more.
+        self.strings.0.retain(|s| Arc::strong_count(s) > 1);
+    }
+
+    /// Number of parsed objects held.
+    pub fn objects_parsed(&self) -> usize {
+        self.objects.len()
+    }
+}

@@ -1,0 +1,2 @@
+mod toolchain;
+fn main() {}

@@ -152,9 +152,9 @@ impl Window {
     ) {
         let stack = self.stacks.intern(frames);
         let comm = self.intern_comm(comm);
-        if !self.processes.contains_key(&process.id) {
-            self.processes.insert(process.id, Arc::clone(process));
-        }
+        self.processes
+            .entry(process.id)
+            .or_insert_with(|| Arc::clone(process));
         let key = SampleKey {
             process: process.id,
             tid,

@@ -1,1 +1,444 @@
-//! Root-only integration tests; see tests/tests/.
+//! Helpers for the integration tests in `tests/`: finding the profiler
+//! binary, compiling fixture programs, running the profiler and perf, and
+//! reading pprof files with an independent decoder (the `pprof` crate's
+//! generated types, not the profiler's own).
+
+use std::{
+    collections::HashMap,
+    io::Read,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use pprof::protos::Message;
+pub use pprof::protos::Profile;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The profiler binary under test: `$PROFILER_BIN`, else the newest build.
+pub fn profiler_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("PROFILER_BIN") {
+        // Relative paths are taken from the workspace root.
+        return workspace().join(p);
+    }
+    ["release", "debug"]
+        .iter()
+        .map(|p| workspace().join("target").join(p).join("profiler"))
+        .filter(|p| p.exists())
+        .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .expect("no profiler binary: run `cargo xtask build --release` or `cargo xtask test`")
+}
+
+fn required() -> bool {
+    std::env::var_os("PROFILER_REQUIRE_ROOT_TESTS").is_some_and(|v| v == "1")
+}
+
+/// Whether the test can run; when it cannot, fails under `cargo xtask test`
+/// and prints why (and skips) under a plain `cargo test`.
+pub fn can_run(test: &str, needs: &[&str]) -> bool {
+    let mut missing = Vec::new();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        missing.push("root".to_owned());
+    }
+    for tool in needs {
+        let ok = Command::new(tool)
+            .arg(if *tool == "go" {
+                "version"
+            } else {
+                "--version"
+            })
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            missing.push(format!("`{tool}`"));
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("{test}: needs {}", missing.join(", "));
+    assert!(!required(), "{msg} (PROFILER_REQUIRE_ROOT_TESTS=1)");
+    eprintln!("SKIPPED {msg}");
+    false
+}
+
+/// A directory of compiled fixtures.
+pub struct Fixtures {
+    dir: tempfile::TempDir,
+}
+
+impl Default for Fixtures {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Fixtures {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("profiler-fixtures")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn source(name: &str) -> PathBuf {
+        workspace().join("tests/fixtures").join(name)
+    }
+
+    /// Compiles `tests/fixtures/NAME.c` with frame pointers (leaf ones too).
+    pub fn c(&self, name: &str) -> PathBuf {
+        let out = self.dir.path().join(name);
+        let st = Command::new("gcc")
+            .args([
+                "-O2",
+                "-g",
+                "-fno-omit-frame-pointer",
+                "-mno-omit-leaf-frame-pointer",
+                "-o",
+            ])
+            .arg(&out)
+            .arg(Self::source(&format!("{name}.c")))
+            .status()
+            .expect("gcc runs");
+        assert!(st.success(), "gcc failed for {name}");
+        out
+    }
+
+    /// Compiles `tests/fixtures/NAME.rs` with optimisations, debug info and
+    /// frame pointers.
+    pub fn rust(&self, name: &str) -> PathBuf {
+        let out = self.dir.path().join(name);
+        let st = Command::new("rustc")
+            .args([
+                "-O",
+                "-g",
+                "-C",
+                "force-frame-pointers=yes",
+                "--edition",
+                "2021",
+                "-o",
+            ])
+            .arg(&out)
+            .arg(Self::source(&format!("{name}.rs")))
+            .status()
+            .expect("rustc runs");
+        assert!(st.success(), "rustc failed for {name}");
+        out
+    }
+}
+
+/// A child process killed when dropped.
+pub struct Running(pub Child);
+
+impl Running {
+    pub fn spawn(cmd: &mut Command) -> Self {
+        Self(cmd.spawn().expect("spawn"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Waits up to `limit` for exit.
+    pub fn wait_for(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(st)) = self.0.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: plain kill(2) on a child we own.
+        unsafe { libc::kill(self.0.id() as i32, signal) };
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs the profiler to completion with `args`.
+pub fn profiler(args: &[&str]) -> Output {
+    Command::new(profiler_bin())
+        .args(args)
+        .output()
+        .expect("profiler runs")
+}
+
+/// Starts the profiler with `args`, its output captured.
+pub fn profiler_spawn(args: &[&str]) -> Running {
+    Running::spawn(
+        Command::new(profiler_bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+}
+
+/// Waits for a spawned profiler and returns its output.
+pub fn finish(run: Running, limit: Duration) -> Output {
+    let mut run = run;
+    assert!(
+        run.wait_for(limit).is_some(),
+        "profiler did not stop within {limit:?}"
+    );
+    let Running(child) = &mut run;
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    Output {
+        status,
+        stdout: stdout.into_bytes(),
+        stderr: stderr.into_bytes(),
+    }
+}
+
+/// A decoded pprof profile with lookup helpers.
+pub struct Pprof {
+    pub p: Profile,
+}
+
+impl Pprof {
+    /// Reads a gzipped pprof file.
+    pub fn read(path: &Path) -> Self {
+        let gz = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(gz.as_slice())
+            .read_to_end(&mut raw)
+            .expect("gzip");
+        Self {
+            p: Profile::decode(raw.as_slice()).expect("profile.proto"),
+        }
+    }
+
+    pub fn str(&self, i: i64) -> &str {
+        &self.p.string_table[i as usize]
+    }
+
+    fn location(&self, id: u64) -> &pprof::protos::Location {
+        &self.p.location[id as usize - 1]
+    }
+
+    fn function(&self, id: u64) -> &pprof::protos::Function {
+        &self.p.function[id as usize - 1]
+    }
+
+    /// Mapping file name of a location.
+    pub fn mapping_name(&self, location_id: u64) -> &str {
+        let l = self.location(location_id);
+        if l.mapping_id == 0 {
+            return "";
+        }
+        self.str(self.p.mapping[l.mapping_id as usize - 1].filename)
+    }
+
+    /// (function, file, line) of each line of a location, innermost first.
+    pub fn lines(&self, location_id: u64) -> Vec<(String, String, i64)> {
+        self.location(location_id)
+            .line
+            .iter()
+            .map(|l| {
+                let f = self.function(l.function_id);
+                (
+                    self.str(f.name).to_owned(),
+                    self.str(f.filename).to_owned(),
+                    l.line,
+                )
+            })
+            .collect()
+    }
+
+    /// Every function name on a sample's stack.
+    pub fn stack_functions(&self, s: &pprof::protos::Sample) -> Vec<String> {
+        s.location_id
+            .iter()
+            .flat_map(|&id| self.lines(id).into_iter().map(|(f, _, _)| f))
+            .collect()
+    }
+
+    /// The symbol a sample's leaf address is in (the outermost function of
+    /// the leaf location, as perf names it), or "[kernel]" for kernel leaves.
+    pub fn leaf_symbol(&self, s: &pprof::protos::Sample) -> String {
+        let Some(&leaf) = s.location_id.first() else {
+            return String::new();
+        };
+        if self.mapping_name(leaf) == "[kernel.kallsyms]" {
+            return "[kernel]".into();
+        }
+        self.lines(leaf)
+            .last()
+            .map(|l| l.0.clone())
+            .unwrap_or_default()
+    }
+
+    /// A numeric label of a sample.
+    pub fn label_num(&self, s: &pprof::protos::Sample, key: &str) -> Option<i64> {
+        s.label
+            .iter()
+            .find(|l| self.str(l.key) == key)
+            .map(|l| l.num)
+    }
+
+    /// A string label of a sample.
+    pub fn label_str(&self, s: &pprof::protos::Sample, key: &str) -> Option<String> {
+        s.label
+            .iter()
+            .find(|l| self.str(l.key) == key)
+            .map(|l| self.str(l.str).to_owned())
+    }
+
+    /// Checks that every mapping's has_* flags say exactly what its
+    /// locations carry: functions on all of them, file names on all lines,
+    /// line numbers on all lines; inline frames only where lines are known.
+    pub fn assert_mapping_flags_truthful(&self) {
+        for (i, m) in self.p.mapping.iter().enumerate() {
+            let locs: Vec<_> = self
+                .p
+                .location
+                .iter()
+                .filter(|l| l.mapping_id == i as u64 + 1)
+                .collect();
+            let funcs = locs.iter().all(|l| !l.line.is_empty());
+            let files = funcs
+                && locs.iter().all(|l| {
+                    l.line
+                        .iter()
+                        .all(|x| !self.str(self.function(x.function_id).filename).is_empty())
+                });
+            let lines = funcs && locs.iter().all(|l| l.line.iter().all(|x| x.line > 0));
+            let name = self.str(m.filename);
+            assert_eq!(m.has_functions, funcs, "{name}: has_functions");
+            assert_eq!(m.has_filenames, files, "{name}: has_filenames");
+            assert_eq!(m.has_line_numbers, lines, "{name}: has_line_numbers");
+            assert!(
+                !m.has_inline_frames || lines,
+                "{name}: has_inline_frames without lines"
+            );
+        }
+    }
+
+    /// Sample count (first value) of a sample.
+    pub fn count(s: &pprof::protos::Sample) -> i64 {
+        s.value[0]
+    }
+
+    /// Total samples.
+    pub fn total(&self) -> i64 {
+        self.p.sample.iter().map(Self::count).sum()
+    }
+
+    /// Flat share (0..1) of each leaf symbol.
+    pub fn flat_shares(&self) -> HashMap<String, f64> {
+        let total = self.total().max(1) as f64;
+        let mut out: HashMap<String, f64> = HashMap::new();
+        for s in &self.p.sample {
+            *out.entry(self.leaf_symbol(s)).or_default() += Self::count(s) as f64 / total;
+        }
+        out
+    }
+}
+
+/// Flat (self) shares by symbol from `perf report`, kernel symbols summed
+/// under "[kernel]".
+pub fn perf_flat_shares(data: &Path) -> HashMap<String, f64> {
+    let out = Command::new("perf")
+        .args([
+            "report",
+            "--stdio",
+            "--no-children",
+            "--sort",
+            "sym",
+            "-q",
+            "-g",
+            "none",
+        ])
+        .args(["--percent-limit", "0", "-i"])
+        .arg(data)
+        .output()
+        .expect("perf report runs");
+    assert!(
+        out.status.success(),
+        "perf report: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut shares: HashMap<String, f64> = HashMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(pct), Some(kind)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Some(pct) = pct.strip_suffix('%').and_then(|p| p.parse::<f64>().ok()) else {
+            continue;
+        };
+        let name: String = parts.collect::<Vec<_>>().join(" ");
+        let key = if kind == "[k]" {
+            "[kernel]".to_owned()
+        } else {
+            name
+        };
+        *shares.entry(key).or_default() += pct / 100.0;
+    }
+    shares
+}
+
+/// Sum of the shares whose symbol contains `needle`.
+pub fn share_of(shares: &HashMap<String, f64>, needle: &str) -> f64 {
+    shares
+        .iter()
+        .filter(|(k, _)| k.contains(needle))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// Runs `go tool pprof ARGS FILE`; returns stdout, failing on error.
+pub fn go_pprof(args: &[&str], file: &Path) -> String {
+    let out = Command::new("go")
+        .args(["tool", "pprof"])
+        .args(args)
+        .arg(file)
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .expect("go runs");
+    assert!(
+        out.status.success(),
+        "go tool pprof failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -83,8 +83,8 @@ pub fn check_btf(path: &Path) -> Result<()> {
         ),
         Err(e) => bail!("cannot read kernel BTF {}: {e}", path.display()),
     };
-    // struct btf_header starts with the magic 0xeB9F.
-    if data.len() < 24 || u16::from_le_bytes([data[0], data[1]]) != 0xeB9F {
+    // struct btf_header starts with the magic 0xEB9F.
+    if data.len() < 24 || u16::from_le_bytes([data[0], data[1]]) != 0xEB9F {
         bail!("{} is not a BTF file (bad magic)", path.display());
     }
     Ok(())

@@ -230,6 +230,39 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
     }
 
     #[test]
+    fn translates_lld_layouts_with_unaligned_segments() {
+        // lld: text at file offset 0x169c0, vaddr 0x179c0, mapped from the
+        // page-aligned offset 0x16000.
+        let mut obj = ObjectFile::from_bytes(
+            ObjectId(3),
+            "rust_bin".into(),
+            ObjectKind::Elf,
+            Bytes::Owned(Vec::new()),
+        );
+        obj.kind = ObjectKind::Elf;
+        obj.segments = vec![
+            crate::process::objects::Segment {
+                file_offset: 0,
+                file_size: 0x169b4,
+                vaddr: 0,
+                mem_size: 0x169b4,
+                executable: false,
+            },
+            crate::process::objects::Segment {
+                file_offset: 0x169c0,
+                file_size: 0x3f040,
+                vaddr: 0x179c0,
+                mem_size: 0x3f040,
+                executable: true,
+            },
+        ];
+        let start = 0x5600_0001_7000u64;
+        let bias = bias_for(&obj, start, 0x16000);
+        // file offset 0x16000 + 0x1000 = 0x17000 → vaddr 0x18000
+        assert_eq!((start + 0x1000).wrapping_sub(bias), 0x18000);
+    }
+
+    #[test]
     fn lookups_at_boundaries() {
         let s = space();
         assert!(s.find(0x55d0c0a01000).is_some());

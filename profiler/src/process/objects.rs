@@ -119,19 +119,19 @@ pub fn parse_layout(bytes: &[u8]) -> (ObjectKind, Option<Vec<u8>>, Vec<Segment>)
     let build_id = file.build_id().ok().flatten().map(<[u8]>::to_vec);
     let segments = file
         .segments()
-        .filter_map(|s| {
+        .map(|s| {
             let (file_offset, file_size) = s.file_range();
             let executable = match s.flags() {
                 SegmentFlags::Elf { p_flags, .. } => p_flags.0 & object::elf::PF_X.0 != 0,
                 _ => false,
             };
-            Some(Segment {
+            Segment {
                 file_offset,
                 file_size,
                 vaddr: s.address(),
                 mem_size: s.size(),
                 executable,
-            })
+            }
         })
         .collect();
     (ObjectKind::Elf, build_id, segments)
@@ -159,10 +159,15 @@ impl ObjectFile {
         }
     }
 
-    /// The segment mapped at file offset `offset`, executable ones first.
+    /// The segment a mapping at (page-aligned) file offset `offset` maps,
+    /// executable ones first. Linkers such as lld start segments at offsets
+    /// that are not page-aligned, so a mapping's offset is the segment's
+    /// offset rounded down to the page.
     pub fn segment_at_offset(&self, offset: u64) -> Option<&Segment> {
-        let contains =
-            |s: &&Segment| offset >= s.file_offset && offset < s.file_offset + s.file_size.max(1);
+        const PAGE: u64 = 4096;
+        let contains = |s: &&Segment| {
+            offset >= s.file_offset & !(PAGE - 1) && offset < s.file_offset + s.file_size.max(1)
+        };
         self.segments
             .iter()
             .filter(contains)

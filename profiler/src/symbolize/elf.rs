@@ -1,7 +1,13 @@
-//! Function symbols of an ELF file (`.symtab` and `.dynsym`), sorted for
-//! binary search. Names live in one string buffer to keep large tables small.
+//! Function symbols of an ELF file (`.symtab` and `.dynsym`, plus a
+//! `NAME@plt` symbol per x86-64 PLT stub), sorted for binary search. Names
+//! live in one string buffer to keep large tables small.
 
-use object::{Object, ObjectSymbol, SymbolKind, SymbolScope};
+use std::collections::HashMap;
+
+use object::{
+    Object, ObjectSection, ObjectSymbol, ObjectSymbolTable, RelocationTarget, SectionKind,
+    SymbolKind, SymbolScope,
+};
 
 #[derive(Clone, Copy, Debug)]
 struct Sym {
@@ -30,7 +36,9 @@ impl ElfSymbols {
     /// its separate debug file share addresses).
     pub fn collect<'d>(files: &[&object::File<'d>]) -> Self {
         // (addr, rank, size, name); lower rank wins at equal addresses.
-        let mut raw: Vec<(u64, u8, u64, &'d str)> = Vec::new();
+        let mut raw: Vec<(u64, u8, u64, String)> = Vec::new();
+        // Ends of executable sections: an unsized symbol stops at its section's end.
+        let mut section_ends: Vec<(u64, u64)> = Vec::new();
         for file in files {
             for sym in file.symbols().chain(file.dynamic_symbols()) {
                 if sym.kind() != SymbolKind::Text || !sym.is_definition() || sym.address() == 0 {
@@ -45,23 +53,43 @@ impl ElfSymbols {
                     SymbolScope::Dynamic | SymbolScope::Linkage => 1,
                     _ => 2,
                 };
-                raw.push((sym.address(), rank, sym.size(), name));
+                raw.push((sym.address(), rank, sym.size(), name.to_owned()));
             }
+            for (addr, size, name) in plt_stubs(file) {
+                raw.push((addr, 0, size, name));
+            }
+            section_ends.extend(
+                file.sections()
+                    .filter(|s| s.kind() == SectionKind::Text && s.size() > 0)
+                    .map(|s| (s.address(), s.address() + s.size())),
+            );
         }
+        section_ends.sort_unstable();
         raw.sort_by(|a, b| {
             (a.0, a.1, std::cmp::Reverse(a.2)).cmp(&(b.0, b.1, std::cmp::Reverse(b.2)))
         });
         raw.dedup_by_key(|s| s.0);
         let mut out = ElfSymbols::default();
-        for (i, &(addr, _, size, name)) in raw.iter().enumerate() {
-            let size = if size > 0 {
-                size
+        for (i, (addr, _, size, name)) in raw.iter().enumerate() {
+            let size = if *size > 0 {
+                *size
             } else {
-                // Unsized (assembly) symbols run to the next symbol.
-                raw.get(i + 1).map_or(4096, |n| n.0 - addr)
+                // Unsized (assembly) symbols run to the next symbol or the
+                // end of their section, whichever comes first.
+                let next = raw.get(i + 1).map_or(u64::MAX, |n| n.0);
+                let section_end = section_ends
+                    .iter()
+                    .filter(|(start, end)| start <= addr && addr < end)
+                    .map(|&(_, end)| end)
+                    .min()
+                    .unwrap_or(u64::MAX);
+                match next.min(section_end) {
+                    u64::MAX => 1,
+                    end => end - addr,
+                }
             };
             out.syms.push(Sym {
-                addr,
+                addr: *addr,
                 size,
                 name_start: out.names.len() as u32,
                 name_len: name.len() as u32,
@@ -97,6 +125,60 @@ impl ElfSymbols {
     }
 }
 
+/// `(address, size, "NAME@plt")` for each x86-64 PLT stub: the stub's
+/// `jmp *GOT(%rip)` names the GOT slot, and the dynamic relocation of that
+/// slot names the function. Symbol tables have no entries for stubs, yet
+/// every call into a shared library passes through one.
+fn plt_stubs(file: &object::File<'_>) -> Vec<(u64, u64, String)> {
+    let object::File::Elf64(elf) = file else {
+        return Vec::new();
+    };
+    let endian = elf.endian();
+    if elf.elf_header().e_machine.get(endian) != object::elf::EM_X86_64 {
+        return Vec::new();
+    }
+    let mut got: HashMap<u64, &str> = HashMap::new();
+    if let (Some(relocs), Some(dynsyms)) = (file.dynamic_relocations(), file.dynamic_symbol_table())
+    {
+        for (offset, rel) in relocs {
+            if let RelocationTarget::Symbol(i) = rel.target()
+                && let Ok(sym) = dynsyms.symbol_by_index(i)
+                && let Ok(name) = sym.name()
+                && !name.is_empty()
+            {
+                got.insert(offset, name);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for sec in elf.sections() {
+        if !matches!(sec.name(), Ok(".plt" | ".plt.sec" | ".plt.got")) {
+            continue;
+        }
+        let Ok(data) = sec.data() else { continue };
+        let entsize = match sec.elf_section_header().sh_entsize.get(endian) {
+            8 => 8,
+            _ => 16,
+        };
+        for (i, entry) in data.chunks(entsize).enumerate() {
+            // `jmp *disp32(%rip)` is ff 25 disp32 (after endbr64/bnd if any).
+            let Some(p) = entry.windows(2).position(|w| w == [0xff, 0x25]) else {
+                continue;
+            };
+            let Some(disp) = entry.get(p + 2..p + 6) else {
+                continue;
+            };
+            let disp = i32::from_le_bytes(disp.try_into().expect("4 bytes"));
+            let at = sec.address() + (i * entsize) as u64;
+            let slot = (at + p as u64 + 6).wrapping_add_signed(i64::from(disp));
+            if let Some(name) = got.get(&slot) {
+                out.push((at, entsize as u64, format!("{name}@plt")));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +196,34 @@ mod tests {
             assert!(syms.lookup(s.addr + s.size - 1).is_some());
         }
         assert!(syms.lookup(0).is_none());
+    }
+
+    #[test]
+    fn names_plt_stubs() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("p.c");
+        std::fs::write(
+            &src,
+            "#include <unistd.h>\nint main(void){return (int)write(1, \"\", 0);}\n",
+        )
+        .unwrap();
+        let bin = dir.path().join("p");
+        let st = std::process::Command::new("gcc")
+            .args(["-O2", "-o"])
+            .arg(&bin)
+            .arg(&src)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let bytes = std::fs::read(&bin).unwrap();
+        let file = object::File::parse(&*bytes).unwrap();
+        let stubs = plt_stubs(&file);
+        let (addr, size, _) = stubs
+            .iter()
+            .find(|s| s.2 == "write@plt")
+            .unwrap_or_else(|| panic!("no write@plt in {stubs:?}"));
+        let syms = ElfSymbols::collect(&[&file]);
+        assert_eq!(syms.lookup(*addr).unwrap().name, "write@plt");
+        assert_eq!(syms.lookup(addr + size - 1).unwrap().name, "write@plt");
     }
 }

@@ -1,0 +1,31 @@
+//! `cargo xtask test`: the whole suite, in order of cost: formatting and
+//! clippy, then every unit test and the root integration tests (`tests/`),
+//! which profile real programs with the release binary.
+//!
+//! `PROFILER_REQUIRE_ROOT_TESTS=1` makes the integration tests fail, instead
+//! of skipping with a message, when they cannot run (not root, no perf, no
+//! Go): through xtask nothing is skipped silently.
+
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::{
+    cmd::{self, status},
+    setup,
+};
+
+/// Runs everything.
+pub fn run(harness_args: &[String]) -> Result<()> {
+    cmd::lint()?;
+    setup::ensure_test_tools()?;
+    let bin = cmd::build(true)?;
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.args(["test", "--workspace", "--exclude", "profiler-ebpf"])
+        .env("PROFILER_BIN", &bin)
+        .env("PROFILER_REQUIRE_ROOT_TESTS", "1");
+    if !harness_args.is_empty() {
+        c.arg("--").args(harness_args);
+    }
+    status(&mut c)
+}

@@ -22,3 +22,5 @@ pub mod profile;
 pub mod session;
 pub mod sink;
 pub mod symbolize;
+#[cfg(test)]
+mod testutil;

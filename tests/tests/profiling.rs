@@ -263,6 +263,54 @@ fn rust_fixture_is_demangled_with_lines_and_matches_perf() {
 }
 
 #[test]
+fn jit_perf_map_and_vdso_frames_are_named() {
+    if !can_run("jit_vdso", &["gcc"]) {
+        return;
+    }
+    let fx = Fixtures::new();
+    let bin = fx.c("jit_vdso");
+    let target = Running::spawn(Command::new(&bin).arg("20").stdout(Stdio::null()));
+    sleep(Duration::from_millis(300));
+    let pid = target.pid().to_string();
+    let out = fx.path().join("jit.pb.gz");
+    let run = profiler(&[
+        "record",
+        "--pid",
+        &pid,
+        "--frequency",
+        "199",
+        "--duration",
+        "4",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    drop(target);
+    let p = Pprof::read(&out);
+    let (mut jit, mut vdso, total) = (0i64, 0i64, p.total());
+    for s in &p.p.sample {
+        let leaf = s.location_id[0];
+        match (p.mapping_name(leaf), p.leaf_symbol(s)) {
+            ("[jit]", sym) if sym == "jit_spin_loop" => jit += Pprof::count(s),
+            ("[vdso]", sym) if sym.contains("clock_gettime") => vdso += Pprof::count(s),
+            _ => {}
+        }
+    }
+    assert!(
+        jit as f64 / total as f64 > 0.2,
+        "{jit}/{total} samples in jit_spin_loop"
+    );
+    assert!(
+        vdso as f64 / total as f64 > 0.1,
+        "{vdso}/{total} samples in the vDSO's clock_gettime"
+    );
+}
+
+#[test]
 fn exec_does_not_mix_up_mappings() {
     if !can_run("exec", &["gcc"]) {
         return;

@@ -142,6 +142,7 @@ pub fn find_alt(root: &Path, debug_path: &Path, file: &object::File<'_>) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::stripped_pair;
 
     #[test]
     fn build_id_and_debuglink_candidates_in_order() {
@@ -165,6 +166,54 @@ mod tests {
             ]
         );
         assert!(c.iter().all(|(_, check)| *check == Check::BuildId));
+    }
+
+    fn refs_of(path: &Path) -> DebugRefs {
+        let bytes = std::fs::read(path).unwrap();
+        DebugRefs::of(&object::File::parse(&*bytes).unwrap())
+    }
+
+    #[test]
+    fn finds_debug_file_by_debuglink_next_to_the_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, debug) = stripped_pair(dir.path());
+        let refs = refs_of(&bin);
+        assert_eq!(refs.debuglink.as_ref().unwrap().0, "d.debug");
+        // The object's path as the process sees it, inside a "root".
+        let (found, _) = find(Path::new("/nonexistent-root"), bin.to_str().unwrap(), &refs)
+            .expect("debuglink next to the binary");
+        assert_eq!(found, debug);
+    }
+
+    #[test]
+    fn finds_debug_file_by_build_id_under_the_process_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, debug) = stripped_pair(dir.path());
+        let mut refs = refs_of(&bin);
+        refs.debuglink = None;
+        let hex = hex(refs.build_id.as_deref().unwrap());
+        let root = dir.path().join("root");
+        let target = root.join(format!(
+            "usr/lib/debug/.build-id/{}/{}.debug",
+            &hex[..2],
+            &hex[2..]
+        ));
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::rename(&debug, &target).unwrap();
+        let (found, bytes) = find(&root, "/usr/bin/d", &refs).expect("build-id path");
+        assert_eq!(found, target);
+        let parsed = object::File::parse(&**bytes).unwrap();
+        assert!(crate::symbolize::dwarf::has_debug_info(&parsed));
+    }
+
+    #[test]
+    fn rejects_a_debug_file_of_another_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, _) = stripped_pair(dir.path());
+        let mut refs = refs_of(&bin);
+        // A different build id: the file next to it must not be taken.
+        refs.build_id = Some(vec![1, 2, 3, 4]);
+        assert!(find(Path::new("/nonexistent-root"), bin.to_str().unwrap(), &refs).is_none());
     }
 
     #[test]

@@ -201,29 +201,16 @@ mod tests {
     #[test]
     fn names_plt_stubs() {
         let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("p.c");
-        std::fs::write(
-            &src,
-            "#include <unistd.h>\nint main(void){return (int)write(1, \"\", 0);}\n",
-        )
-        .unwrap();
-        let bin = dir.path().join("p");
-        let st = std::process::Command::new("gcc")
-            .args(["-O2", "-o"])
-            .arg(&bin)
-            .arg(&src)
-            .status()
-            .unwrap();
-        assert!(st.success());
+        let bin = crate::testutil::compile_c(dir.path(), "p", crate::testutil::ANSWER_C, &["-O2"]);
         let bytes = std::fs::read(&bin).unwrap();
         let file = object::File::parse(&*bytes).unwrap();
         let stubs = plt_stubs(&file);
         let (addr, size, _) = stubs
             .iter()
-            .find(|s| s.2 == "write@plt")
-            .unwrap_or_else(|| panic!("no write@plt in {stubs:?}"));
+            .find(|s| s.2 == "getpid@plt")
+            .unwrap_or_else(|| panic!("no getpid@plt in {stubs:?}"));
         let syms = ElfSymbols::collect(&[&file]);
-        assert_eq!(syms.lookup(*addr).unwrap().name, "write@plt");
-        assert_eq!(syms.lookup(addr + size - 1).unwrap().name, "write@plt");
+        assert_eq!(syms.lookup(*addr).unwrap().name, "getpid@plt");
+        assert_eq!(syms.lookup(addr + size - 1).unwrap().name, "getpid@plt");
     }
 }

@@ -420,3 +420,111 @@ impl Symbolizer {
         self.objects.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use object::{Object, ObjectSymbol};
+
+    use super::*;
+    use crate::{
+        process::objects::{Bytes, ObjectKind},
+        testutil,
+    };
+
+    fn object_of(path: &std::path::Path) -> Arc<ObjectFile> {
+        let mut obj = ObjectFile::from_bytes(
+            ObjectId(1),
+            path.to_string_lossy().into_owned(),
+            ObjectKind::Elf,
+            Bytes::Owned(std::fs::read(path).unwrap()),
+        );
+        obj.root = PathBuf::from("/nonexistent-root");
+        Arc::new(obj)
+    }
+
+    fn address_of(path: &std::path::Path, name: &str) -> u64 {
+        let bytes = std::fs::read(path).unwrap();
+        let file = object::File::parse(&*bytes).unwrap();
+        file.symbols()
+            .find(|s| s.name() == Ok(name))
+            .map(|s| s.address())
+            .unwrap()
+    }
+
+    #[test]
+    fn stripped_binary_is_symbolized_through_its_debug_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, debug) = testutil::stripped_pair(dir.path());
+        // Stripped: the address comes from the debug file's symbol table.
+        let addr = address_of(&debug, "answer");
+        let obj = object_of(&bin);
+        let mut sym = Symbolizer::new();
+        let frames = sym.object_frames(&obj, addr);
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert_eq!(&*frames[0].name, "answer");
+        assert!(frames[0].file.ends_with("d.c"), "{frames:?}");
+        assert_eq!(frames[0].line, 2);
+        assert_eq!(frames[0].start_line, 2);
+        let info = sym.object_info(&obj);
+        assert!(info.has_dwarf);
+        assert_eq!(info.debug_file.as_deref(), Some(debug.as_path()));
+        // Cached: the same frames object comes back.
+        assert!(Arc::ptr_eq(&frames, &sym.object_frames(&obj, addr)));
+    }
+
+    #[test]
+    fn inlined_calls_are_frames_of_their_own() {
+        let src = "static inline __attribute__((always_inline)) unsigned long twice(unsigned long x) {\n\
+                   \x20   for (int i = 0; i < 16; i++) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; }\n\
+                   \x20   return x;\n}\n\
+                   __attribute__((noinline)) unsigned long outer(unsigned long n) {\n\
+                   \x20   unsigned long s = n;\n    for (unsigned long i = 0; i < n; i++) s = twice(s + i);\n    return s;\n}\n\
+                   int main(int c, char **v) { (void)v; return (int)outer(c * 1000); }\n";
+        let dir = tempfile::tempdir().unwrap();
+        let bin = testutil::compile_c(dir.path(), "inl", src, &["-O2", "-g"]);
+        let bytes = std::fs::read(&bin).unwrap();
+        let file = object::File::parse(&*bytes).unwrap();
+        let outer = file.symbols().find(|s| s.name() == Ok("outer")).unwrap();
+        let obj = object_of(&bin);
+        let mut sym = Symbolizer::new();
+        let inlined = (outer.address()..outer.address() + outer.size())
+            .map(|a| sym.object_frames(&obj, a))
+            .find(|f| f.len() == 2)
+            .expect("an address inside the inlined call");
+        assert_eq!((&*inlined[0].name, &*inlined[1].name), ("twice", "outer"));
+        assert_eq!(inlined[0].line, 2, "line inside twice");
+        assert_eq!(inlined[1].line, 7, "call site in outer");
+        assert_eq!((inlined[0].start_line, inlined[1].start_line), (1, 5));
+        assert!(inlined.iter().all(|f| f.file.ends_with("inl.c")));
+    }
+
+    #[test]
+    fn without_debug_info_the_symbol_table_names_functions() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = testutil::compile_c(dir.path(), "n", testutil::ANSWER_C, &["-O1"]);
+        let addr = address_of(&bin, "answer");
+        let obj = object_of(&bin);
+        let mut sym = Symbolizer::new();
+        let frames = sym.object_frames(&obj, addr + 1);
+        assert_eq!(&*frames[0].name, "answer");
+        assert!(frames[0].file.is_empty() && frames[0].line == 0);
+        assert!(!sym.object_info(&obj).has_dwarf);
+        // An address in no function has no frames.
+        assert!(sym.object_frames(&obj, 0x10).is_empty());
+    }
+
+    #[test]
+    fn evicts_objects_that_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = testutil::compile_c(dir.path(), "e", testutil::ANSWER_C, &["-O1"]);
+        let obj = object_of(&bin);
+        let mut sym = Symbolizer::new();
+        sym.object_frames(&obj, address_of(&bin, "answer"));
+        assert_eq!(sym.objects_parsed(), 1);
+        sym.end_window(&HashSet::new());
+        assert_eq!(sym.objects_parsed(), 1);
+        drop(obj);
+        sym.end_window(&HashSet::new());
+        assert_eq!(sym.objects_parsed(), 0);
+    }
+}

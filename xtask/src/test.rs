@@ -12,18 +12,21 @@ use anyhow::Result;
 
 use crate::{
     cmd::{self, status},
-    setup,
+    gotoolchains, setup,
 };
 
 /// Runs everything.
 pub fn run(harness_args: &[String]) -> Result<()> {
     cmd::lint()?;
     setup::ensure_test_tools()?;
+    gotoolchains::install()?;
     let bin = cmd::build(true)?;
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.args(["test", "--workspace", "--exclude", "profiler-ebpf"])
         .env("PROFILER_BIN", &bin)
-        .env("PROFILER_REQUIRE_ROOT_TESTS", "1");
+        .env("PROFILER_REQUIRE_ROOT_TESTS", "1")
+        .env("PROFILER_REQUIRE_GO_TOOLCHAINS", "1")
+        .env("PROFILER_GO_TOOLCHAINS", gotoolchains::dir());
     if !harness_args.is_empty() {
         c.arg("--").args(harness_args);
     }

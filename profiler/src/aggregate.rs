@@ -26,7 +26,19 @@ pub struct SampleKey {
     pub process: ProcId,
     pub tid: u32,
     pub comm: CommId,
+    pub cpu: u32,
     pub stack: StackId,
+}
+
+/// The per-sample facts besides the process and the stack.
+#[derive(Clone, Copy, Debug)]
+pub struct Observation<'a> {
+    pub tid: u32,
+    pub cpu: u32,
+    /// The thread's name, NUL-padded.
+    pub comm: &'a [u8; 16],
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub time_ns: u64,
 }
 
 /// Samples with one key.
@@ -142,28 +154,22 @@ impl Window {
     }
 
     /// Adds one sample.
-    pub fn add(
-        &mut self,
-        process: &Arc<ProcessMeta>,
-        tid: u32,
-        comm: &[u8; 16],
-        time_ns: u64,
-        frames: &[FrameKey],
-    ) {
+    pub fn add(&mut self, process: &Arc<ProcessMeta>, obs: &Observation<'_>, frames: &[FrameKey]) {
         let stack = self.stacks.intern(frames);
-        let comm = self.intern_comm(comm);
+        let comm = self.intern_comm(obs.comm);
         self.processes
             .entry(process.id)
             .or_insert_with(|| Arc::clone(process));
         let key = SampleKey {
             process: process.id,
-            tid,
+            tid: obs.tid,
             comm,
+            cpu: obs.cpu,
             stack,
         };
         let entry = self.samples.entry(key).or_default();
         entry.count += 1;
-        entry.times_ns.push(time_ns);
+        entry.times_ns.push(obs.time_ns);
         self.total += 1;
     }
 
@@ -225,6 +231,7 @@ mod tests {
             exe_name: "app".into(),
             exe_path: "/bin/app".into(),
             start_time: 1,
+            container_id: None,
         })
     }
 
@@ -264,13 +271,21 @@ mod tests {
         });
         let p = meta(0, 10);
         let stack = [FrameKey::Kernel(0xffff)];
-        w.add(&p, 11, &comm("worker"), 5, &stack);
-        w.add(&p, 11, &comm("worker"), 7, &stack);
-        w.add(&p, 12, &comm("worker"), 9, &stack);
-        w.add(&p, 11, &comm("renamed"), 9, &stack);
-        assert_eq!(w.total(), 4);
+        let (worker, renamed) = (comm("worker"), comm("renamed"));
+        let obs = |tid, cpu, comm, time_ns| Observation {
+            tid,
+            cpu,
+            comm,
+            time_ns,
+        };
+        w.add(&p, &obs(11, 0, &worker, 5), &stack);
+        w.add(&p, &obs(11, 0, &worker, 7), &stack);
+        w.add(&p, &obs(12, 0, &worker, 9), &stack);
+        w.add(&p, &obs(11, 0, &renamed, 9), &stack);
+        w.add(&p, &obs(11, 1, &worker, 11), &stack);
+        assert_eq!(w.total(), 5);
         let s = w.samples();
-        assert_eq!(s.len(), 3);
+        assert_eq!(s.len(), 4);
         let (k, c) = s[0];
         assert_eq!((k.tid, &**w.comm(k.comm)), (11, "worker"));
         assert_eq!(c.count, 2);

@@ -34,7 +34,16 @@ Examples:
   # One service at 99 Hz, a profile per minute
   sudo profiler run --pid 1234 --frequency 99 --interval 60 --output-dir ./profiles
 
-SIGINT or SIGTERM writes the partial interval and exits 0.";
+  # Send OTLP profiles to a collector; keep what cannot be sent on disk
+  sudo OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4317 profiler run --spool-dir /var/lib/profiler/spool
+
+  # OTLP over HTTP with a token, and pprof files as well
+  sudo profiler run --otlp-endpoint https://otlp.example.com --otlp-protocol http/protobuf \\
+      --otlp-header 'authorization=Bearer TOKEN' --output-dir ./profiles
+
+The OTEL_EXPORTER_OTLP_* and OTEL_EXPORTER_OTLP_PROFILES_* variables, OTEL_SERVICE_NAME and
+OTEL_RESOURCE_ATTRIBUTES are read; flags win over them. Without an OTLP endpoint, profiles go
+to --output-dir (default ./profiles). SIGINT or SIGTERM writes the partial interval and exits 0.";
 
 /// eBPF CPU profiler: samples kernel and user stacks of every process and
 /// writes symbolized pprof profiles.
@@ -60,7 +69,7 @@ pub enum Command {
     Record(RecordArgs),
     /// Run as a daemon, writing one .pb.gz file per interval.
     #[command(after_help = RUN_EXAMPLES)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 /// Options shared by `record` and `run`.
@@ -111,7 +120,67 @@ pub struct RunArgs {
     #[arg(short, long, value_name = "SECS", default_value_t = 10.0)]
     pub interval: f64,
 
-    /// Directory for the profiles (created if missing).
-    #[arg(short, long, value_name = "DIR", default_value = "profiles")]
-    pub output_dir: PathBuf,
+    /// Directory for pprof files (created if missing). Default: ./profiles,
+    /// unless OTLP export is configured (then no files unless given).
+    #[arg(short, long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
+}
+
+/// OTLP export options (over the OTEL_EXPORTER_OTLP_* environment).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "OTLP export")]
+pub struct OtlpArgs {
+    /// Collector endpoint, e.g. http://localhost:4317 (gRPC) or
+    /// http://localhost:4318 (HTTP). [env: OTEL_EXPORTER_OTLP_(PROFILES_)ENDPOINT]
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
+    /// grpc or http/protobuf. [env: OTEL_EXPORTER_OTLP_(PROFILES_)PROTOCOL; default grpc]
+    #[arg(long, value_name = "PROTOCOL")]
+    pub otlp_protocol: Option<String>,
+
+    /// Extra request header, KEY=VALUE (repeatable). [env: OTEL_EXPORTER_OTLP_(PROFILES_)HEADERS]
+    #[arg(long = "otlp-header", value_name = "KEY=VALUE")]
+    pub otlp_headers: Vec<String>,
+
+    /// gzip or none. [env: OTEL_EXPORTER_OTLP_(PROFILES_)COMPRESSION; default gzip]
+    #[arg(long, value_name = "ALGO")]
+    pub otlp_compression: Option<String>,
+
+    /// Seconds per export attempt. [env: OTEL_EXPORTER_OTLP_(PROFILES_)TIMEOUT, in ms; default 10 s]
+    #[arg(long, value_name = "SECS")]
+    pub otlp_timeout: Option<f64>,
+
+    /// CA certificate (PEM) to verify the collector. [env: OTEL_EXPORTER_OTLP_CERTIFICATE]
+    #[arg(long, value_name = "FILE")]
+    pub otlp_ca_file: Option<PathBuf>,
+
+    /// Client certificate (PEM) for mutual TLS. [env: OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE]
+    #[arg(long, value_name = "FILE")]
+    pub otlp_client_cert: Option<PathBuf>,
+
+    /// Client key (PEM) for mutual TLS. [env: OTEL_EXPORTER_OTLP_CLIENT_KEY]
+    #[arg(long, value_name = "FILE")]
+    pub otlp_client_key: Option<PathBuf>,
+
+    /// Plain text for an endpoint without a scheme. [env: OTEL_EXPORTER_OTLP_INSECURE]
+    #[arg(long)]
+    pub otlp_insecure: bool,
+
+    /// Windows kept in memory while the collector is unreachable (oldest
+    /// dropped and counted beyond it; unused with --spool-dir).
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub otlp_queue: usize,
+
+    /// Keep undeliverable batches on disk and send them, in order, when the
+    /// collector is back (also after a restart).
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+
+    /// Most bytes the spool holds; the oldest batches beyond it are dropped and counted.
+    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
+    pub spool_max_bytes: u64,
 }

@@ -8,7 +8,7 @@ use profiler_common::{Record, RecordKind, SampleRecord};
 use tracing::debug;
 
 use crate::{
-    aggregate::{Instant2, Window},
+    aggregate::{Instant2, Observation, Window},
     metrics::{self, Metrics},
     process::{FrameKey, ObjectFile, ObjectId, ProcessTracker},
     profile::referenced_objects,
@@ -88,8 +88,13 @@ impl Ingest {
         let process = self
             .tracker
             .translate_user(h.pid, s.comm(), &self.addrs, &mut self.frames);
-        self.window
-            .add(&process, h.tid, &h.comm, h.ktime_ns, &self.frames);
+        let obs = Observation {
+            tid: h.tid,
+            cpu: h.cpu,
+            comm: &h.comm,
+            time_ns: h.ktime_ns,
+        };
+        self.window.add(&process, &obs, &self.frames);
         metrics::inc(&self.metrics.samples);
     }
 

@@ -63,6 +63,18 @@ metrics! {
     profiles_written,
     /// Deliveries that failed.
     sink_errors,
+    /// OTLP batches the collector accepted.
+    otlp_sent,
+    /// OTLP attempts that failed and will be retried.
+    otlp_retries,
+    /// OTLP batches lost: refused permanently, or past the queue or spool bound.
+    otlp_dropped,
+    /// Profiles the collector rejected in a partial success.
+    otlp_rejected,
+    /// OTLP batches written to the spool.
+    otlp_spooled,
+    /// Times the collector was declared unavailable.
+    otlp_breaker_opened,
 }
 
 /// Adds one.

@@ -60,11 +60,48 @@ pub struct Line {
     pub line: i64,
 }
 
+/// The kind of code a location is in (OTLP `profile.frame.type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FrameType {
+    Kernel,
+    Native,
+    Go,
+    Rust,
+}
+
+impl FrameType {
+    /// The semantic-convention value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FrameType::Kernel => "kernel",
+            FrameType::Native => "native",
+            FrameType::Go => "go",
+            FrameType::Rust => "rust",
+        }
+    }
+}
+
+/// Whether `system_name` is a Rust symbol: v0 (`_R...`) or legacy mangling
+/// (`_ZN...17h<16 hex digits>E`).
+fn is_rust_symbol(system_name: &str) -> bool {
+    if system_name.starts_with("_R") {
+        return rustc_demangle::try_demangle(system_name).is_ok();
+    }
+    system_name.starts_with("_ZN")
+        && system_name
+            .strip_suffix('E')
+            .and_then(|s| s.get(s.len().saturating_sub(19)..))
+            .is_some_and(|tail| {
+                tail.starts_with("17h") && tail[3..].bytes().all(|b| b.is_ascii_hexdigit())
+            })
+}
+
 /// One address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Location {
     /// Index into [`Profile::mappings`].
     pub mapping: u32,
+    pub frame_type: FrameType,
     /// Kernel address, link-time address in the object, or JIT address.
     pub address: u64,
     /// One entry per inlined call, innermost first; empty if unsymbolized.
@@ -78,6 +115,8 @@ pub struct Sample {
     pub process: u32,
     pub tid: u32,
     pub thread_name: Arc<str>,
+    /// Logical CPU the samples were taken on.
+    pub cpu: u32,
     /// Index into [`Profile::stacks`].
     pub stack: u32,
     pub count: u64,
@@ -220,6 +259,16 @@ impl Builder<'_> {
             FrameKey::Unmapped(addr) => (MappingKind::Unknown, addr, Arc::from([])),
         };
         let mapping = self.mapping(kind);
+        let frame_type = match kind {
+            MappingKind::Kernel => FrameType::Kernel,
+            _ if frames
+                .first()
+                .is_some_and(|f| is_rust_symbol(&f.system_name)) =>
+            {
+                FrameType::Rust
+            }
+            _ => FrameType::Native,
+        };
         let lines = frames
             .iter()
             .filter(|f| !f.name.is_empty())
@@ -231,6 +280,7 @@ impl Builder<'_> {
         let i = self.profile.locations.len() as u32;
         self.profile.locations.push(Location {
             mapping,
+            frame_type,
             address,
             lines,
         });
@@ -297,6 +347,7 @@ pub fn build(input: &BuildInput<'_>, sym: &mut Symbolizer) -> Profile {
             process,
             tid: key.tid,
             thread_name: Arc::clone(window.comm(key.comm)),
+            cpu: key.cpu,
             stack: key.stack.0,
             count: count.count,
             times_ns: count
@@ -307,6 +358,19 @@ pub fn build(input: &BuildInput<'_>, sym: &mut Symbolizer) -> Profile {
         });
     }
     b.finish_mappings();
+    // Samples taken just before the window started but read after it are
+    // in it: widen the range so every timestamp falls inside.
+    let end = window.start.wall_of(input.end.mono_ns);
+    let (first, last) = b
+        .profile
+        .samples
+        .iter()
+        .flat_map(|s| s.times_ns.iter().copied())
+        .fold((b.profile.start_ns, end), |(lo, hi), t| {
+            (lo.min(t), hi.max(t + 1))
+        });
+    b.profile.start_ns = first;
+    b.profile.duration_ns = last - first;
     b.profile
 }
 
@@ -323,10 +387,115 @@ pub fn referenced_objects(window: &Window) -> HashSet<ObjectId> {
         .collect()
 }
 
+/// A small hand-built profile for encoder tests: two mappings (kernel and
+/// `/bin/app`), an inlined location, one process, two samples.
+#[cfg(test)]
+pub fn example() -> Profile {
+    let m = |kind, name: &str, f| Mapping {
+        kind,
+        filename: name.into(),
+        build_id: Some("abcd".into()),
+        memory_start: 0x1000,
+        memory_limit: 0x2000,
+        file_offset: 0,
+        has_functions: f,
+        has_filenames: f,
+        has_line_numbers: f,
+        has_inline_frames: f,
+    };
+    let func = |name: &str| Function {
+        name: name.into(),
+        system_name: format!("_Z{name}").into(),
+        filename: "a.c".into(),
+        start_line: 3,
+    };
+    Profile {
+        start_ns: 1_700_000_000_000_000_000,
+        duration_ns: 10_000_000_000,
+        period_ns: 10_101_010,
+        mappings: vec![
+            m(MappingKind::Kernel, "[kernel.kallsyms]", false),
+            m(MappingKind::Object(ObjectId(1)), "/bin/app", true),
+        ],
+        functions: vec![func("inner"), func("outer"), func("main")],
+        locations: vec![
+            Location {
+                mapping: 1,
+                frame_type: FrameType::Native,
+                address: 0x1100,
+                lines: vec![
+                    Line {
+                        function: 0,
+                        line: 10,
+                    },
+                    Line {
+                        function: 1,
+                        line: 20,
+                    },
+                ],
+            },
+            Location {
+                mapping: 1,
+                frame_type: FrameType::Native,
+                address: 0x1200,
+                lines: vec![Line {
+                    function: 2,
+                    line: 30,
+                }],
+            },
+            Location {
+                mapping: 0,
+                frame_type: FrameType::Kernel,
+                address: 0xffff_ffff_8100_0000,
+                lines: vec![],
+            },
+        ],
+        stacks: vec![vec![0, 1], vec![2, 0, 1]],
+        processes: vec![Arc::new(ProcessMeta {
+            id: ProcId(0),
+            pid: 99,
+            ns_pid: 99,
+            exe_name: "app".into(),
+            exe_path: "/bin/app".into(),
+            start_time: 5,
+            container_id: None,
+        })],
+        samples: vec![
+            Sample {
+                process: 0,
+                tid: 100,
+                thread_name: "worker".into(),
+                cpu: 0,
+                stack: 0,
+                count: 3,
+                times_ns: vec![1, 2, 3],
+            },
+            Sample {
+                process: 0,
+                tid: 101,
+                thread_name: "io".into(),
+                cpu: 1,
+                stack: 1,
+                count: 2,
+                times_ns: vec![4, 5],
+            },
+        ],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::process::objects::{Bytes, ObjectKind};
+
+    #[test]
+    fn recognises_rust_symbols() {
+        assert!(is_rust_symbol("_ZN4core3fmt5write17h0123456789abcdefE"));
+        assert!(is_rust_symbol("_RNvCskwGfYPst2Cb_3foo16example_function"));
+        assert!(!is_rust_symbol("_ZNSt6vectorIiSaIiEE9push_backERKi"));
+        assert!(!is_rust_symbol("_ZN3foo3barE"));
+        assert!(!is_rust_symbol("main"));
+    }
 
     fn meta() -> Arc<ProcessMeta> {
         Arc::new(ProcessMeta {
@@ -336,6 +505,7 @@ mod tests {
             exe_name: "test".into(),
             exe_path: "/proc/self/exe".into(),
             start_time: 1,
+            container_id: None,
         })
     }
 
@@ -377,9 +547,15 @@ mod tests {
             },
             FrameKey::Unmapped(0x1234),
         ];
-        window.add(&p, 42, &comm, 20, &stack);
-        window.add(&p, 42, &comm, 30, &stack);
-        window.add(&p, 43, &comm, 40, &stack[1..]);
+        let obs = |tid, time_ns| crate::aggregate::Observation {
+            tid,
+            cpu: 0,
+            comm: &comm,
+            time_ns,
+        };
+        window.add(&p, &obs(42, 20), &stack);
+        window.add(&p, &obs(42, 30), &stack);
+        window.add(&p, &obs(43, 40), &stack[1..]);
         let objects = HashMap::from([(ObjectId(7), Arc::clone(&obj))]);
         let input = BuildInput {
             window: &window,
@@ -393,6 +569,7 @@ mod tests {
         let mut sym = Symbolizer::new();
         let profile = build(&input, &mut sym);
         assert_eq!(profile.sample_count(), 3);
+        assert_eq!(profile.start_ns, 1_000);
         assert_eq!(profile.duration_ns, 1_000);
         assert_eq!(profile.samples.len(), 2);
         assert_eq!(profile.samples[0].times_ns, [1_010, 1_020]);

@@ -10,6 +10,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use aya::maps::{MapData, RingBuf};
+use bytes::Bytes;
 use profiler_common::Counter;
 use tokio::{
     io::unix::AsyncFd,
@@ -24,12 +25,14 @@ use crate::{
     bpf::{Loaded, maps::KernelCounters, preflight},
     config::{self, Mode, Settings},
     encode,
+    encode::otlp::ResourceSettings,
     ingest::{Flushed, Ingest},
     metrics::{self, Metrics},
     profile::{self, BuildInput},
     sink::{
-        Batch, FanOut,
+        Batch, FanOut, Needs,
         file::{FileSink, FileTarget},
+        otlp::OtlpSink,
     },
     symbolize::Symbolizer,
 };
@@ -78,25 +81,35 @@ fn comments(settings: &Settings, cpus: usize) -> Vec<String> {
     ]
 }
 
+/// What the pipeline encodes each window with.
+#[derive(Clone)]
+struct Encoding {
+    period_ns: u64,
+    /// pprof comments.
+    comments: Vec<String>,
+    /// OTLP resource settings, when an OTLP sink exists.
+    resource: Option<ResourceSettings>,
+    needs: Needs,
+}
+
 /// Symbolizes and encodes each flushed window once, then fans it out.
 async fn pipeline(
     mut windows: mpsc::Receiver<Flushed>,
     fanout: FanOut,
-    period_ns: u64,
-    comments: Vec<String>,
+    encoding: Encoding,
     metrics: Arc<Metrics>,
 ) {
     let mut symbolizer = Some(Symbolizer::new());
     let mut seq = 0u64;
     while let Some(flushed) = windows.recv().await {
         let mut sym = symbolizer.take().expect("returned by the previous window");
-        let comments = comments.clone();
+        let encoding = encoding.clone();
         let job = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             let input = BuildInput {
                 window: &flushed.window,
                 end: flushed.end,
-                period_ns,
+                period_ns: encoding.period_ns,
                 objects: &flushed.objects,
             };
             let profile = profile::build(&input, &mut sym);
@@ -104,13 +117,21 @@ async fn pipeline(
                 .map(|i| profile.processes[i].id)
                 .collect();
             sym.end_window(&live);
-            let pprof_gz = encode::pprof::encode(&profile, &comments);
+            let pprof_gz = encoding
+                .needs
+                .pprof
+                .then(|| encode::pprof::encode(&profile, &encoding.comments));
+            let otlp = match (&encoding.resource, encoding.needs.otlp) {
+                (Some(res), true) => Some(Bytes::from(encode::otlp::encode(&profile, res))),
+                _ => None,
+            };
             debug!(
-                "window {seq}: {} samples, {} locations, {} functions, {} bytes in {:?}",
+                "window {seq}: {} samples, {} locations, {} functions, pprof {:?} bytes, otlp {:?} bytes, in {:?}",
                 profile.sample_count(),
                 profile.locations.len(),
                 profile.functions.len(),
-                pprof_gz.len(),
+                pprof_gz.as_ref().map(Vec::len),
+                otlp.as_ref().map(Bytes::len),
                 started.elapsed()
             );
             (
@@ -119,6 +140,7 @@ async fn pipeline(
                     seq,
                     profile: Arc::new(profile),
                     pprof_gz,
+                    otlp,
                 },
             )
         });
@@ -222,27 +244,49 @@ async fn session(settings: Settings) -> Result<()> {
     );
 
     let mut fanout = FanOut::new(Arc::clone(&metrics));
+    let pprof = Needs {
+        pprof: true,
+        otlp: false,
+    };
+    let mut resource = None;
     let (record_target, flush_every, duration) = match &settings.mode {
-        Mode::Record { output, duration } => (Some(output.clone()), None, *duration),
+        Mode::Record { output, duration } => {
+            let target = FileTarget::Path(output.clone());
+            fanout.add(FileSink::new(target, Arc::clone(&metrics))?, pprof);
+            (Some(output.clone()), None, *duration)
+        }
         Mode::Run {
             interval,
             output_dir,
+            otlp,
         } => {
-            fanout.add(FileSink::new(FileTarget::Directory(output_dir.clone()))?);
+            if let Some(dir) = output_dir {
+                let target = FileTarget::Directory(dir.clone());
+                fanout.add(FileSink::new(target, Arc::clone(&metrics))?, pprof);
+            }
+            if let Some(o) = otlp {
+                let needs = Needs {
+                    pprof: false,
+                    otlp: true,
+                };
+                fanout.add(OtlpSink::new(o, Arc::clone(&metrics))?, needs);
+                resource = Some(o.resource.clone());
+                info!(
+                    "exporting OTLP profiles to {} ({:?}, gzip: {}, spool: {:?})",
+                    o.endpoint, o.protocol, o.gzip, o.spool_dir
+                );
+            }
             (None, Some(*interval), None)
         }
     };
-    if let Some(path) = &record_target {
-        fanout.add(FileSink::new(FileTarget::Path(path.clone()))?);
-    }
+    let encoding = Encoding {
+        period_ns: settings.sampling.period_ns(),
+        comments: comments(&settings, cpus),
+        resource,
+        needs: fanout.needs(),
+    };
     let (windows_tx, windows_rx) = mpsc::channel::<Flushed>(4);
-    let pipeline = tokio::spawn(pipeline(
-        windows_rx,
-        fanout,
-        settings.sampling.period_ns(),
-        comments(&settings, cpus),
-        Arc::clone(&metrics),
-    ));
+    let pipeline = tokio::spawn(pipeline(windows_rx, fanout, encoding, Arc::clone(&metrics)));
 
     let mut ingest = Ingest::new(Arc::clone(&metrics), Instant2::now());
     let mut drain_tick = interval(DRAIN_EVERY);
@@ -354,6 +398,12 @@ async fn session(settings: Settings) -> Result<()> {
             kernel.get(Counter::UserStackError),
             kernel.get(Counter::EventsLost),
         );
+        if let Mode::Run { otlp: Some(_), .. } = &settings.mode {
+            eprintln!(
+                "otlp: {} batches sent, {} retries, {} dropped, {} spooled, {} profiles rejected",
+                m.otlp_sent, m.otlp_retries, m.otlp_dropped, m.otlp_spooled, m.otlp_rejected
+            );
+        }
     }
     Ok(())
 }
@@ -367,13 +417,18 @@ fn report_window(
     let k = counters.read().unwrap_or_default().since(baseline);
     let m = metrics.snapshot();
     info!(
-        "window: {} samples, {} processes; totals: {} samples, {} lost, {} windows dropped, {} sink errors",
+        "window: {} samples, {} processes; totals: {} samples, {} lost, {} windows dropped, \
+         {} sink errors; otlp: {} sent, {} retries, {} dropped, {} spooled",
         flushed.window.total(),
         flushed.window.process_count(),
         m.samples,
         k.get(Counter::RingBufFull) + m.records_malformed,
         m.windows_dropped,
-        m.sink_errors
+        m.sink_errors,
+        m.otlp_sent,
+        m.otlp_retries,
+        m.otlp_dropped,
+        m.otlp_spooled
     );
     if k.get(Counter::RingBufFull) > 0 {
         warn!(

@@ -1,4 +1,5 @@
 //! Encoders: a symbolized [`Profile`](crate::profile::Profile) to bytes.
 
+pub mod otlp;
 pub mod pprof;
 pub mod pprof_proto;

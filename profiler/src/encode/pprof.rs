@@ -2,8 +2,9 @@
 //!
 //! Sample types `samples/count` and `cpu/nanoseconds`, period type
 //! `cpu/nanoseconds`; ids are 1-based table positions; every string is in
-//! the string table once, with "" at index 0. Labels: `process.pid` and
-//! `thread.id` (numbers), `thread.name` and `process.executable.name`.
+//! the string table once, with "" at index 0. Labels: `process.pid`,
+//! `thread.id` and `cpu.logical_number` (numbers), `thread.name` and
+//! `process.executable.name`.
 
 use std::{collections::HashMap, io::Write};
 
@@ -19,6 +20,7 @@ pub mod labels {
     pub const TID: &str = "thread.id";
     pub const THREAD_NAME: &str = "thread.name";
     pub const EXECUTABLE_NAME: &str = "process.executable.name";
+    pub const CPU: &str = "cpu.logical_number";
 }
 
 #[derive(Default)]
@@ -135,6 +137,7 @@ pub fn to_proto(p: &Profile, comments: &[String]) -> pb::Profile {
         s.get(labels::TID),
         s.get(labels::THREAD_NAME),
         s.get(labels::EXECUTABLE_NAME),
+        s.get(labels::CPU),
     ];
     let period = i64::try_from(p.period_ns).unwrap_or(i64::MAX);
     let sample = p
@@ -168,6 +171,11 @@ pub fn to_proto(p: &Profile, comments: &[String]) -> pb::Profile {
                     pb::Label {
                         key: keys[3],
                         str: s.get(&proc.exe_name),
+                        ..Default::default()
+                    },
+                    pb::Label {
+                        key: keys[4],
+                        num: i64::from(smp.cpu),
                         ..Default::default()
                     },
                 ],
@@ -206,102 +214,11 @@ pub fn encode(p: &Profile, comments: &[String]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use std::{collections::HashSet, io::Read, sync::Arc};
+    use std::{collections::HashSet, io::Read};
 
     use pprof::protos::Message as _;
 
     use super::*;
-    use crate::{
-        process::{ObjectId, ProcId, ProcessMeta},
-        profile::{Function, Line, Location, Mapping, Sample},
-    };
-
-    fn sample_profile() -> Profile {
-        let m = |kind, name: &str, f| Mapping {
-            kind,
-            filename: name.into(),
-            build_id: Some("abcd".into()),
-            memory_start: 0x1000,
-            memory_limit: 0x2000,
-            file_offset: 0,
-            has_functions: f,
-            has_filenames: f,
-            has_line_numbers: f,
-            has_inline_frames: f,
-        };
-        let func = |name: &str| Function {
-            name: name.into(),
-            system_name: format!("_Z{name}").into(),
-            filename: "a.c".into(),
-            start_line: 3,
-        };
-        Profile {
-            start_ns: 1_700_000_000_000_000_000,
-            duration_ns: 10_000_000_000,
-            period_ns: 10_101_010,
-            mappings: vec![
-                m(MappingKind::Kernel, "[kernel.kallsyms]", false),
-                m(MappingKind::Object(ObjectId(1)), "/bin/app", true),
-            ],
-            functions: vec![func("inner"), func("outer"), func("main")],
-            locations: vec![
-                Location {
-                    mapping: 1,
-                    address: 0x1100,
-                    lines: vec![
-                        Line {
-                            function: 0,
-                            line: 10,
-                        },
-                        Line {
-                            function: 1,
-                            line: 20,
-                        },
-                    ],
-                },
-                Location {
-                    mapping: 1,
-                    address: 0x1200,
-                    lines: vec![Line {
-                        function: 2,
-                        line: 30,
-                    }],
-                },
-                Location {
-                    mapping: 0,
-                    address: 0xffff_ffff_8100_0000,
-                    lines: vec![],
-                },
-            ],
-            stacks: vec![vec![0, 1], vec![2, 0, 1]],
-            processes: vec![Arc::new(ProcessMeta {
-                id: ProcId(0),
-                pid: 99,
-                ns_pid: 99,
-                exe_name: "app".into(),
-                exe_path: "/bin/app".into(),
-                start_time: 5,
-            })],
-            samples: vec![
-                Sample {
-                    process: 0,
-                    tid: 100,
-                    thread_name: "worker".into(),
-                    stack: 0,
-                    count: 3,
-                    times_ns: vec![1, 2, 3],
-                },
-                Sample {
-                    process: 0,
-                    tid: 101,
-                    thread_name: "io".into(),
-                    stack: 1,
-                    count: 2,
-                    times_ns: vec![4, 5],
-                },
-            ],
-        }
-    }
 
     /// Decodes with the `pprof` crate's independently generated types.
     fn decode(gz: &[u8]) -> pprof::protos::Profile {
@@ -314,7 +231,7 @@ mod tests {
 
     #[test]
     fn independent_decoder_reads_everything() {
-        let p = sample_profile();
+        let p = crate::profile::example();
         let d = decode(&encode(&p, &["made by a test".into()]));
         let st = |i: i64| d.string_table[i as usize].as_str();
         assert_eq!(st(0), "");
@@ -367,13 +284,14 @@ mod tests {
                 ("thread.id", "", 101),
                 ("thread.name", "io", 0),
                 ("process.executable.name", "app", 0),
+                ("cpu.logical_number", "", 1),
             ]
         );
     }
 
     #[test]
     fn string_table_has_no_duplicates() {
-        let d = decode(&encode(&sample_profile(), &[]));
+        let d = decode(&encode(&crate::profile::example(), &[]));
         let set: HashSet<_> = d.string_table.iter().collect();
         assert_eq!(set.len(), d.string_table.len());
     }

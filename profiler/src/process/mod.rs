@@ -2,6 +2,7 @@
 //! which process instance it was (`tracker`), which mapping an address is in
 //! (`maps`), and which object file backs it (`objects`).
 
+pub mod container;
 pub mod maps;
 pub mod objects;
 pub mod tracker;
@@ -43,4 +44,6 @@ pub struct ProcessMeta {
     pub exe_path: Arc<str>,
     /// Start time in clock ticks after boot (/proc/PID/stat field 22).
     pub start_time: u64,
+    /// The container it runs in (from its cgroup), if any.
+    pub container_id: Option<Arc<str>>,
 }

@@ -20,7 +20,7 @@ use procfs::process::{MemoryMap, Process};
 use tracing::debug;
 
 use super::{
-    FrameKey, ProcId, ProcessMeta,
+    FrameKey, ProcId, ProcessMeta, container,
     maps::{AddressSpace, Resolver, Target},
     objects::{Bytes, ObjectFile, ObjectId, ObjectKind, ObjectRegistry},
 };
@@ -228,6 +228,10 @@ impl ProcessTracker {
                 exe_name: Arc::from(info.exe_name),
                 exe_path: Arc::from(info.exe_path),
                 start_time: info.start_time,
+                container_id: readable
+                    .then(|| container::of_pid(pid))
+                    .flatten()
+                    .map(Arc::from),
             }),
             space,
             exited: false,

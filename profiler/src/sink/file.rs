@@ -5,11 +5,15 @@
 use std::{
     io::Write,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use anyhow::{Context, Result};
+use tokio::sync::mpsc;
+use tracing::warn;
 
 use super::{Batch, Sink};
+use crate::metrics::{self, Metrics};
 
 /// Where the files go.
 #[derive(Clone, Debug)]
@@ -23,16 +27,27 @@ pub enum FileTarget {
 /// The pprof file sink.
 pub struct FileSink {
     target: FileTarget,
+    metrics: Arc<Metrics>,
 }
 
 impl FileSink {
     /// A sink writing to `target`; a directory is created if missing.
-    pub fn new(target: FileTarget) -> Result<Self> {
+    pub fn new(target: FileTarget, metrics: Arc<Metrics>) -> Result<Self> {
         if let FileTarget::Directory(dir) = &target {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create output directory {}", dir.display()))?;
         }
-        Ok(Self { target })
+        Ok(Self { target, metrics })
+    }
+
+    /// Writes one batch's pprof file.
+    pub async fn deliver(&self, batch: &Batch) -> Result<()> {
+        let path = self.path_for(batch);
+        let bytes = batch
+            .pprof_gz
+            .clone()
+            .context("no pprof encoding in the batch")?;
+        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes)).await?
     }
 
     /// The path `batch` goes to.
@@ -71,10 +86,16 @@ impl Sink for FileSink {
         }
     }
 
-    async fn deliver(&mut self, batch: &Batch) -> Result<()> {
-        let path = self.path_for(batch);
-        let bytes = batch.pprof_gz.clone();
-        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes)).await?
+    async fn run(self, mut batches: mpsc::Receiver<Arc<Batch>>) {
+        while let Some(batch) = batches.recv().await {
+            match self.deliver(&batch).await {
+                Ok(()) => metrics::inc(&self.metrics.profiles_written),
+                Err(e) => {
+                    metrics::inc(&self.metrics.sink_errors);
+                    warn!("{}: window {} not written: {e:#}", self.name(), batch.seq);
+                }
+            }
+        }
     }
 }
 
@@ -119,7 +140,11 @@ mod tests {
     #[tokio::test]
     async fn writes_one_file_per_window() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sink = FileSink::new(FileTarget::Directory(dir.path().join("out"))).unwrap();
+        let sink = FileSink::new(
+            FileTarget::Directory(dir.path().join("out")),
+            Arc::default(),
+        )
+        .unwrap();
         for (seq, start) in [(0, 1_000_000_000u64), (1, 11_000_000_000)] {
             let batch = Batch {
                 seq,
@@ -127,7 +152,8 @@ mod tests {
                     start_ns: start,
                     ..Profile::default()
                 }),
-                pprof_gz: vec![seq as u8; 3],
+                pprof_gz: Some(vec![seq as u8; 3]),
+                otlp: None,
             };
             sink.deliver(&batch).await.unwrap();
         }

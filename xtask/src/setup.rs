@@ -91,7 +91,8 @@ fn works(tool: &str, arg: &str) -> bool {
 }
 
 /// What the integration tests run besides the profiler: gcc (fixtures),
-/// perf (the reference profiler), setpriv (the not-root test) and Go
+/// perf (the reference profiler), setpriv (the not-root test), openssl
+/// (certificates for the TLS test) and Go
 /// (`go tool pprof`). On Debian as root the packages are installed; Go is
 /// expected on PATH (`.ci/run` provides it where it is missing).
 pub fn ensure_test_tools() -> Result<()> {
@@ -99,6 +100,7 @@ pub fn ensure_test_tools() -> Result<()> {
         ("gcc", "--version", "gcc"),
         ("perf", "--version", "linux-perf"),
         ("setpriv", "--version", "util-linux"),
+        ("openssl", "version", "openssl"),
     ];
     let missing: Vec<&str> = wanted
         .iter()

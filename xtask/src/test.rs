@@ -12,7 +12,7 @@ use anyhow::Result;
 
 use crate::{
     cmd::{self, status},
-    gotoolchains, setup,
+    gotoolchains, otlptools, setup,
 };
 
 /// Runs everything.
@@ -20,13 +20,23 @@ pub fn run(harness_args: &[String]) -> Result<()> {
     cmd::lint()?;
     setup::ensure_test_tools()?;
     gotoolchains::install()?;
+    otlptools::install_venv()?;
+    // The Collector needs the Go module proxy; without it the tests say so
+    // and run against the Python receiver only.
+    if let Err(e) = otlptools::build_collector() {
+        eprintln!(
+            "xtask: WARNING: the OpenTelemetry Collector could not be built ({e:#}); its tests will be skipped"
+        );
+    }
     let bin = cmd::build(true)?;
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.args(["test", "--workspace", "--exclude", "profiler-ebpf"])
         .env("PROFILER_BIN", &bin)
         .env("PROFILER_REQUIRE_ROOT_TESTS", "1")
         .env("PROFILER_REQUIRE_GO_TOOLCHAINS", "1")
-        .env("PROFILER_GO_TOOLCHAINS", gotoolchains::dir());
+        .env("PROFILER_GO_TOOLCHAINS", gotoolchains::dir())
+        .env("PROFILER_OTLP_PYTHON", otlptools::venv().join("bin/python"))
+        .env("PROFILER_OTELCOL", otlptools::collector());
     if !harness_args.is_empty() {
         c.arg("--").args(harness_args);
     }

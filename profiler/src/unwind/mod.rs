@@ -11,6 +11,10 @@
 
 pub mod compile;
 
+#[cfg(test)]
+mod differential;
+#[cfg(test)]
+mod fixtures;
 
 pub use compile::{CompileError, CompiledTable, Report, Unsupported};
 use profiler_common::unwind::{PageEntry, Row, SliceTables, TableInfo};

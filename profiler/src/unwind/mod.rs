@@ -10,6 +10,7 @@
 //! The BPF side is not wired yet: samples are still walked by frame pointers.
 
 pub mod compile;
+pub mod replay;
 
 #[cfg(test)]
 mod differential;

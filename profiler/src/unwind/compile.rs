@@ -680,3 +680,380 @@ fn build_rows(
     out.dedup_by(|next, prev| next.rule == prev.rule);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use profiler_common::unwind::{TableSource, find_rule};
+
+    use super::*;
+    use crate::unwind::{TableSet, fixtures};
+
+    fn sp(off: i32) -> Rule {
+        Rule::encode(Cfa::SpOffset(off), FpRule::Same).unwrap()
+    }
+
+    fn span(start: u64, end: u64, rule: Result<Rule, Unsupported>) -> Span {
+        Span {
+            start,
+            end,
+            rule,
+            source: Source::EhFrame,
+        }
+    }
+
+    fn rows(v: &[(u32, Rule)]) -> Vec<Row> {
+        v.iter().map(|&(pc, rule)| Row { pc, rule }).collect()
+    }
+
+    #[test]
+    fn rows_fill_gaps_merge_neighbours_and_cut_overlaps() {
+        let mut report = Report::default();
+        let spans = vec![
+            span(0x1030, 0x1040, Ok(sp(16))),
+            span(0x1000, 0x1010, Ok(sp(8))),
+            span(0x1010, 0x1020, Ok(sp(16))),
+            span(0x1040, 0x1050, Ok(sp(16))),
+            span(0x1048, 0x1060, Ok(sp(24))),
+            span(0x1060, 0x1064, Err(Unsupported::CfaRegister(10))),
+        ];
+        let got = build_rows(0x1000, spans, &mut report).unwrap();
+        assert_eq!(
+            got,
+            rows(&[
+                (0x00, sp(8)),
+                (0x10, sp(16)),
+                (0x20, Rule::NO_INFO),
+                (0x30, sp(16)),
+                (0x48, sp(24)),
+                (0x60, Rule::UNSUPPORTED),
+                (0x64, Rule::NO_INFO),
+            ])
+        );
+        assert_eq!(report.overlaps, 1);
+        assert_eq!(
+            report.unsupported,
+            [UnsupportedRange {
+                start: 0x1060,
+                end: 0x1064,
+                reason: Unsupported::CfaRegister(10),
+                source: Source::EhFrame,
+            }]
+        );
+        assert_eq!(
+            report
+                .unsupported_counts()
+                .get(&Unsupported::CfaRegister(10)),
+            Some(&(1, 4))
+        );
+    }
+
+    #[test]
+    fn rows_past_four_gib_are_an_error() {
+        let spans = vec![span(0x1_0000_0000, 0x1_0000_0010, Ok(sp(8)))];
+        let err = build_rows(0, spans, &mut Report::default()).unwrap_err();
+        assert!(matches!(err, CompileError::TooLarge { .. }), "{err}");
+        let spans = vec![span(0x10, 0x20, Ok(sp(8)))];
+        assert!(build_rows(0x100, spans, &mut Report::default()).is_err());
+    }
+
+    fn plt(header: &[u8], entry: &[u8], entries: usize) -> Vec<u8> {
+        let mut code = header.to_vec();
+        code.resize(16, 0x90);
+        for _ in 0..entries {
+            let mut e = entry.to_vec();
+            e.resize(16, 0x90);
+            code.extend(e);
+        }
+        code
+    }
+
+    fn plt_rules(code: &[u8]) -> Vec<(u64, u64, Result<Rule, Unsupported>)> {
+        let mut spans = Vec::new();
+        lazy_plt_spans(0x2000, code, &mut spans);
+        spans
+            .into_iter()
+            .map(|s| (s.start, s.end, s.rule))
+            .collect()
+    }
+
+    #[test]
+    fn lazy_plt_layouts_are_decoded_from_the_code() {
+        let plt_rule = |threshold| {
+            Ok(Rule::encode(
+                Cfa::Plt {
+                    offset: 8,
+                    threshold,
+                },
+                FpRule::Same,
+            )
+            .unwrap())
+        };
+        // Classic: push GOT+8 (6 bytes); entries jmp *GOT (6), push (5), jmp.
+        let classic = plt(
+            &[0xff, 0x35, 1, 2, 3, 4, 0xff, 0x25, 1, 2, 3, 4],
+            &[0xff, 0x25, 1, 2, 3, 4, 0x68, 0, 0, 0, 0, 0xe9, 1, 2, 3, 4],
+            3,
+        );
+        assert_eq!(
+            plt_rules(&classic),
+            [
+                (0x2000, 0x2006, Ok(sp(16))),
+                (0x2006, 0x2010, Ok(sp(24))),
+                (0x2010, 0x2040, plt_rule(11)),
+            ]
+        );
+        // IBT: endbr64 first, then the push.
+        let ibt = plt(
+            &[0xf3, 0x0f, 0x1e, 0xfa, 0xff, 0x35, 1, 2, 3, 4],
+            &[
+                0xf3, 0x0f, 0x1e, 0xfa, 0x68, 1, 0, 0, 0, 0xf2, 0xe9, 1, 2, 3, 4,
+            ],
+            2,
+        );
+        assert_eq!(
+            plt_rules(&ibt),
+            [
+                (0x2000, 0x200a, Ok(sp(16))),
+                (0x200a, 0x2010, Ok(sp(24))),
+                (0x2010, 0x2030, plt_rule(9)),
+            ]
+        );
+        // Unknown header, entries that disagree, a size not a multiple of 16.
+        let unknown = plt(&[0x90; 16], &[0xff, 0x25, 1, 2, 3, 4, 0x68], 1);
+        let mut mixed = classic.clone();
+        mixed[0x20..0x24].copy_from_slice(&[0xf3, 0x0f, 0x1e, 0xfa]);
+        let mut odd = classic.clone();
+        odd.push(0x90);
+        for code in [unknown, mixed, odd] {
+            assert_eq!(
+                plt_rules(&code),
+                [(
+                    0x2000,
+                    0x2000 + code.len() as u64,
+                    Err(Unsupported::PltLayout)
+                )]
+            );
+        }
+    }
+
+    fn symbol(bytes: &[u8], name: &str) -> u64 {
+        use object::ObjectSymbol;
+        let file = object::File::parse(bytes).unwrap();
+        file.symbols()
+            .chain(file.dynamic_symbols())
+            .find(|s| s.name() == Ok(name))
+            .unwrap_or_else(|| panic!("no symbol {name}"))
+            .address()
+    }
+
+    /// The rows of functions whose CFI we know: `_start` ends the stack, the
+    /// realigned function's body dereferences fp, the 200 KB frame fits.
+    #[test]
+    fn fixture_rows_have_the_expected_kinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = std::fs::read(fixtures::c_fixture(dir.path())).unwrap();
+        let table = CompiledTable::from_bytes(&bytes).unwrap();
+        let rule_in = |name: &str| -> Vec<Rule> {
+            let start = symbol(&bytes, name);
+            let first = table
+                .rows
+                .partition_point(|r| u64::from(r.pc) + table.base <= start)
+                - 1;
+            let end = table.rows[first + 1..]
+                .iter()
+                .position(|r| r.rule == Rule::NO_INFO)
+                .map_or(table.rows.len(), |i| first + 1 + i);
+            table.rows[first..end].iter().map(|r| r.rule).collect()
+        };
+        assert!(rule_in("_start").contains(&Rule::END_OF_STACK));
+        assert!(
+            rule_in("realigned")
+                .iter()
+                .any(|r| matches!(r.cfa(), Cfa::FpDeref(_)) && r.fp() == Some(FpRule::AtFp(0))),
+            "{:?}",
+            rule_in("realigned")
+        );
+        assert!(
+            rule_in("big_frame")
+                .iter()
+                .any(|r| matches!(r.cfa(), Cfa::SpOffset(o) if o > 200_000)),
+            "{:?}",
+            rule_in("big_frame")
+        );
+        // The realignment prologue keeps the CFA in r10 for a few bytes.
+        assert_eq!(
+            table.report.unsupported_counts().keys().collect::<Vec<_>>(),
+            [&Unsupported::CfaRegister(10)]
+        );
+        assert_eq!(table.rows.last().map(|r| r.rule), Some(Rule::NO_INFO));
+        assert!(
+            table
+                .rows
+                .windows(2)
+                .all(|w| w[0].pc < w[1].pc && w[0].rule != w[1].rule)
+        );
+    }
+
+    #[test]
+    fn libc_signal_trampoline_is_a_signal_row() {
+        let path = Path::new("/lib/x86_64-linux-gnu/libc.so.6");
+        if !path.exists() {
+            eprintln!("SKIPPED: no {}", path.display());
+            return;
+        }
+        let bytes = std::fs::read(path).unwrap();
+        let table = CompiledTable::from_bytes(&bytes).unwrap();
+        // One signal row, on glibc's __restore_rt (not in .dynsym): its FDE
+        // starts one byte early, so a return address to it looked up
+        // at pc - 1 finds the row; then comes `mov $15, %rax; syscall`
+        // (rt_sigreturn).
+        let signal: Vec<usize> = (0..table.rows.len())
+            .filter(|&i| table.rows[i].rule == Rule::SIGNAL)
+            .collect();
+        assert_eq!(signal.len(), 1, "{signal:?}");
+        let start = u64::from(table.rows[signal[0]].pc) + table.base;
+        let file = object::File::parse(&*bytes).unwrap();
+        let text = file.section_by_name(".text").unwrap();
+        let code = text.data().unwrap();
+        let at = (start - text.address()) as usize;
+        assert_eq!(
+            &code[at + 1..at + 10],
+            [0x48, 0xc7, 0xc0, 0x0f, 0, 0, 0, 0x0f, 0x05]
+        );
+    }
+
+    #[test]
+    fn objects_without_cfi_or_not_elf() {
+        assert!(matches!(
+            CompiledTable::from_bytes(b"not an object"),
+            Err(CompileError::Parse(_))
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let bin = fixtures::c_fixture(dir.path());
+        let bare = dir.path().join("bare");
+        crate::testutil::run(
+            std::process::Command::new("objcopy")
+                .args([
+                    "--remove-section=.eh_frame",
+                    "--remove-section=.eh_frame_hdr",
+                ])
+                .args(["--remove-section=.debug_frame"])
+                .arg(&bin)
+                .arg(&bare),
+        );
+        let table = CompiledTable::from_path(&bare).unwrap();
+        // Only the synthesized PLT rows are left.
+        assert!(
+            table.report.fdes.keys().all(|s| *s == Source::Plt),
+            "{:?}",
+            table.report
+        );
+        assert!(matches!(
+            CompiledTable::from_path(&dir.path().join("missing")),
+            Err(CompileError::Read { .. })
+        ));
+    }
+
+    /// Corrupted CFI and truncated files give errors or smaller tables,
+    /// never panics or unsorted rows.
+    #[test]
+    fn corrupted_cfi_never_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = std::fs::read(fixtures::c_fixture(dir.path())).unwrap();
+        let file = object::File::parse(&*bytes).unwrap();
+        let (off, size) = file
+            .section_by_name(".eh_frame")
+            .unwrap()
+            .file_range()
+            .unwrap();
+        let mut seed = 1u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut compiled = 0;
+        for _ in 0..500 {
+            let mut b = bytes.clone();
+            for _ in 0..1 + next() % 8 {
+                let at = (off + next() % size) as usize;
+                b[at] = next() as u8;
+            }
+            if let Ok(t) = CompiledTable::from_bytes(&b) {
+                compiled += 1;
+                assert!(t.rows.windows(2).all(|w| w[0].pc < w[1].pc));
+            }
+        }
+        assert!(compiled > 0);
+        for len in (0..bytes.len()).step_by(bytes.len() / 50) {
+            let _ = CompiledTable::from_bytes(&bytes[..len]);
+        }
+    }
+
+    /// Rows through the page index at every page size equal a plain binary
+    /// search; prints the sizes and build times the BPF maps must plan for.
+    #[test]
+    fn unwind_table_stats_and_page_index() {
+        let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/profiler");
+        for path in [
+            Path::new("/lib/x86_64-linux-gnu/libc.so.6"),
+            Path::new("/usr/lib/x86_64-linux-gnu/libstdc++.so.6"),
+            release.as_path(),
+        ] {
+            if !path.exists() {
+                eprintln!("SKIPPED: {} is missing", path.display());
+                continue;
+            }
+            let t0 = Instant::now();
+            let table = CompiledTable::from_path(path).unwrap();
+            let elapsed = t0.elapsed();
+            let shift = table.choose_page_shift();
+            let pages = table.page_index(shift);
+            let max_rows = pages.iter().map(|p| p.n_rows).max().unwrap_or(0);
+            let code = u64::from(table.rows.last().map_or(0, |r| r.pc));
+            eprintln!(
+                "{}: {} rows ({} B/row, {} KiB), {} CFI rows merged, {} KiB of code; \
+                 page shift {shift}: {} pages ({} KiB), at most {max_rows} rows per page \
+                 ({} search steps); compiled in {:.0?}; FDEs {:?}; unsupported {:?}",
+                path.display(),
+                table.rows.len(),
+                ROW_BYTES,
+                table.row_bytes() / 1024,
+                table.report.cfi_rows,
+                code / 1024,
+                pages.len(),
+                pages.len() * std::mem::size_of::<PageEntry>() / 1024,
+                u32::BITS - max_rows.saturating_sub(1).leading_zeros(),
+                elapsed,
+                table.report.fdes,
+                table.report.unsupported_counts(),
+            );
+            assert!(max_rows <= TARGET_ROWS_PER_PAGE || shift == MIN_PAGE_SHIFT);
+
+            let mut set = TableSet::default();
+            let ids: Vec<_> = (MIN_PAGE_SHIFT..=MAX_PAGE_SHIFT)
+                .map(|s| set.add_with_page_shift(&table, s).unwrap())
+                .collect();
+            let src = set.source();
+            let mut probes: Vec<u64> = table
+                .rows
+                .iter()
+                .flat_map(|r| [u64::from(r.pc), u64::from(r.pc).saturating_sub(1)])
+                .step_by(7)
+                .collect();
+            probes.extend((0..2000u64).map(|i| i.wrapping_mul(0x9e37_79b9) % (code + 64)));
+            for id in ids {
+                let info = *set.info(id).unwrap();
+                for &pc in &probes {
+                    let want = table.rule_at(pc + table.base);
+                    let got = find_rule(&src, &info, pc).ok();
+                    assert_eq!(got, want, "pc {pc:#x}, page shift {}", info.page_shift);
+                }
+                assert!(src.row(info.first_row + info.n_rows - 1).is_some());
+            }
+        }
+    }
+}

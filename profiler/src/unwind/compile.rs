@@ -1014,8 +1014,13 @@ mod tests {
             let pages = table.page_index(shift);
             let max_rows = pages.iter().map(|p| p.n_rows).max().unwrap_or(0);
             let code = u64::from(table.rows.last().map_or(0, |r| r.pc));
+            let gaps = table
+                .rows
+                .iter()
+                .filter(|r| r.rule == Rule::NO_INFO)
+                .count();
             eprintln!(
-                "{}: {} rows ({} B/row, {} KiB), {} CFI rows merged, {} KiB of code; \
+                "{}: {} rows ({gaps} of them gaps; {} B/row, {} KiB) from {} CFI rows, {} KiB of code; \
                  page shift {shift}: {} pages ({} KiB), at most {max_rows} rows per page \
                  ({} search steps); compiled in {:.0?}; FDEs {:?}; unsupported {:?}",
                 path.display(),

@@ -8,6 +8,17 @@
 //! how the tables are tested against an independent unwinder (gdb).
 //!
 //! The BPF side is not wired yet: samples are still walked by frame pointers.
+//! What it will do per user frame, with the arrays of a [`TableSet`] in BPF
+//! array maps (rows, pages, table infos) and a per-process map from
+//! executable mapping to (table index, bias):
+//!
+//! 1. find the mapping of `frame.lookup_pc()` and its table, compute the
+//!    object-relative pc `lookup_pc - bias - table base`;
+//! 2. `find_rule`: one page lookup, at most 9 row lookups (pages are sized
+//!    for at most 256 rows);
+//! 3. `step`: at most 3 `bpf_probe_read_user` (2 for ordinary frames); on
+//!    `NoRow` (no table, or a gap) apply `Rule::FRAME_POINTER` instead;
+//! 4. count the `Outcome` and stop on anything but `Continue`.
 
 pub mod compile;
 pub mod replay;

@@ -375,7 +375,7 @@ fn overlaps(sorted: &[(u64, u64)], start: u64, end: u64) -> bool {
 }
 
 /// The rule for one CFI row.
-pub(crate) fn classify<'d, S: UnwindSection<Slice<'d>>>(
+fn classify<'d, S: UnwindSection<Slice<'d>>>(
     row: &UnwindTableRow<usize>,
     section: &S,
     encoding: Encoding,

@@ -7,6 +7,9 @@
 //!   → encode (pprof) → sink (files)
 //! ```
 //!
+//! `unwind` compiles `.eh_frame` into the compact tables table-driven
+//! unwinding runs on, and replays captured stacks with them on the host.
+//!
 //! `session` wires the stages together for `record` and `run`; `main.rs` only
 //! parses the command line and maps errors to exit codes.
 
@@ -24,3 +27,4 @@ pub mod sink;
 pub mod symbolize;
 #[cfg(test)]
 mod testutil;
+pub mod unwind;

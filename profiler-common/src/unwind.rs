@@ -1,0 +1,998 @@
+//! Table-driven user-stack unwinding, shared by the BPF program and the host.
+//!
+//! User space compiles each object file's `.eh_frame` / `.debug_frame` into a
+//! sorted array of 8-byte [`Row`]s (see `profiler/src/unwind/compile.rs`);
+//! this module is the part both sides run on those tables: decoding a row's
+//! [`Rule`], finding the row for a pc ([`find_rule`], a bounded binary search
+//! behind the [`TableSource`] trait so BPF can back it with array-map lookups
+//! and the host with slices) and applying it to the registers ([`step`],
+//! reading memory through [`Memory`], i.e. `bpf_probe_read_user` in BPF).
+//!
+//! It is hand-written rather than built on a DWARF library because it must run
+//! under the BPF verifier: no allocation, no recursion, no panicking indexing,
+//! every loop with a constant bound, at most three memory reads per frame, and
+//! only the handful of CFI forms compilers actually emit for the frames we
+//! walk. Everything a DWARF CFA program can say beyond that is decided once,
+//! in user space, and arrives here as [`Cfa::Unsupported`].
+//!
+//! # Table layout (what the BPF maps hold)
+//!
+//! ```text
+//! TableInfo (one per object)   PageEntry (per object, per 2^page_shift bytes)   Row (per object)
+//! first_row, n_rows  ───────────────────────────────────────────────────────▶  pc: u32 | rule: u32
+//! first_page, n_pages ───────▶ first_row, n_rows (relative to the object)
+//! page_shift
+//! ```
+//!
+//! Row pcs are object-relative: the link-time address minus the object's base
+//! (its lowest PT_LOAD address), so one table serves every process that maps
+//! the object. A row covers the pcs from its own up to the next row's; gaps
+//! between FDEs are explicit [`Cfa::NoInfo`] rows and the last row of a table
+//! is one too. A page entry lists the rows that can cover its pcs, starting
+//! with the one that covers the page's first byte, so the search per frame is
+//! over a few hundred rows at most ([`MAX_SEARCH_STEPS`]).
+//!
+//! # Rule encoding (`Rule.0`, little end first)
+//!
+//! ```text
+//! bits  0..4   CFA kind (CfaKind)
+//! bits  4..6   frame-pointer kind (FpKind)
+//! bits  6..8   reserved, zero (the return-address kind of a future arm64 table)
+//! bits  8..16  i8: fp offset / 8           (Plt: the pc threshold, 0..=15)
+//! bits 16..32  i16: CFA offset / 8
+//! ```
+//!
+//! The return address is always at CFA - 8 and the caller's stack pointer is
+//! the CFA (x86-64); rows where that is not so are [`Cfa::Unsupported`].
+//! Register names are generic (`sp`, `fp`) so arm64 (`sp`, `x29`) can reuse
+//! the layout with its own kinds.
+
+/// Bytes of one [`Row`].
+pub const ROW_BYTES: usize = core::mem::size_of::<Row>();
+
+/// Upper bound of [`find_rule`]'s binary search: a page may hold at most
+/// `2^MAX_SEARCH_STEPS` rows (the table compiler guarantees it).
+pub const MAX_SEARCH_STEPS: u32 = 16;
+
+/// Most rows one page may list.
+pub const MAX_ROWS_PER_PAGE: u32 = 1 << MAX_SEARCH_STEPS;
+
+/// Offsets of the saved registers in the `ucontext_t` the x86-64 kernel puts
+/// at the stack pointer of a signal trampoline (`__restore_rt`):
+/// `uc_mcontext.gregs[REG_RBP|REG_RSP|REG_RIP]`.
+pub mod x86_64_ucontext {
+    /// Saved `rbp`.
+    pub const RBP: u64 = 120;
+    /// Saved `rsp`.
+    pub const RSP: u64 = 160;
+    /// Saved `rip`.
+    pub const RIP: u64 = 168;
+}
+
+/// One row of an unwind table: from `pc` (object-relative) up to the next
+/// row's pc, unwind with `rule`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Row {
+    /// First pc the rule applies to, relative to the object's base.
+    pub pc: u32,
+    /// The encoded rule.
+    pub rule: Rule,
+}
+
+/// The encoded unwinding rule of a [`Row`] (layout in the module docs).
+#[repr(transparent)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Rule(pub u32);
+
+/// The CFA kinds of bits 0..4 of a [`Rule`].
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CfaKind {
+    /// [`Cfa::NoInfo`].
+    NoInfo = 0,
+    /// [`Cfa::SpOffset`].
+    SpOffset = 1,
+    /// [`Cfa::FpOffset`].
+    FpOffset = 2,
+    /// [`Cfa::Plt`].
+    Plt = 3,
+    /// [`Cfa::FpDeref`].
+    FpDeref = 4,
+    /// [`Cfa::Signal`].
+    Signal = 5,
+    /// [`Cfa::EndOfStack`].
+    EndOfStack = 6,
+    /// [`Cfa::Unsupported`].
+    Unsupported = 7,
+}
+
+/// The frame-pointer kinds of bits 4..6 of a [`Rule`].
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FpKind {
+    /// [`FpRule::Same`].
+    Same = 0,
+    /// [`FpRule::AtCfa`].
+    AtCfa = 1,
+    /// [`FpRule::AtFp`].
+    AtFp = 2,
+}
+
+/// How to compute the canonical frame address (the caller's stack pointer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Cfa {
+    /// No unwind information covers the pc (between FDEs, past the last one):
+    /// the caller may fall back to [`Rule::FRAME_POINTER`].
+    NoInfo,
+    /// `sp + offset`.
+    SpOffset(i32),
+    /// `fp + offset`.
+    FpOffset(i32),
+    /// A lazy-binding PLT entry: `sp + offset`, plus 8 once `pc & 15` reaches
+    /// `threshold` (the entry has pushed its relocation index). This is what
+    /// the `DW_CFA_def_cfa_expression` of `.plt` says (threshold 11 for the
+    /// classic 16-byte entries, 10 for the IBT/BND ones).
+    Plt {
+        /// Offset from `sp` before the push.
+        offset: i32,
+        /// `pc & 15` from which the push has happened.
+        threshold: u8,
+    },
+    /// `*(fp + offset)`: a function that realigned its stack and keeps the
+    /// CFA in a slot below its frame pointer (GCC's DRAP,
+    /// `DW_OP_breg6 (rbp): -8; DW_OP_deref`).
+    FpDeref(i32),
+    /// A signal trampoline (`S` augmentation): the interrupted registers are
+    /// in the `ucontext_t` at `sp` ([`x86_64_ucontext`]); the caller's pc is
+    /// exact, not a return address.
+    Signal,
+    /// The return address is undefined (`_start`, a thread's start): the
+    /// stack ends here.
+    EndOfStack,
+    /// Unwind information exists but says something a row cannot express.
+    Unsupported,
+}
+
+/// How to recover the caller's frame pointer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FpRule {
+    /// Not saved by this frame: the caller's is the same.
+    Same,
+    /// Saved at `CFA + offset`.
+    AtCfa(i32),
+    /// Saved at `fp + offset` (the DRAP prologue, `DW_OP_breg6 (rbp): 0`).
+    AtFp(i32),
+}
+
+const KIND_MASK: u32 = 0xf;
+const FP_SHIFT: u32 = 4;
+const FP_MASK: u32 = 0x3;
+const RESERVED_MASK: u32 = 0xc0;
+const FP_OFF_SHIFT: u32 = 8;
+const CFA_OFF_SHIFT: u32 = 16;
+
+impl Rule {
+    /// No unwind information here.
+    pub const NO_INFO: Rule = Rule(CfaKind::NoInfo as u32);
+    /// The outermost frame.
+    pub const END_OF_STACK: Rule = Rule(CfaKind::EndOfStack as u32);
+    /// A signal trampoline.
+    pub const SIGNAL: Rule = Rule(CfaKind::Signal as u32);
+    /// Information that cannot be expressed.
+    pub const UNSUPPORTED: Rule = Rule(CfaKind::Unsupported as u32);
+    /// The frame-pointer convention (`push rbp; mov rbp, rsp`): CFA = fp + 16,
+    /// the caller's fp at CFA - 16. What a caller applies when there is no row.
+    pub const FRAME_POINTER: Rule = Rule(
+        CfaKind::FpOffset as u32
+            | ((FpKind::AtCfa as u32) << FP_SHIFT)
+            | (((-2i8) as u8 as u32) << FP_OFF_SHIFT)
+            | ((2u16 as u32) << CFA_OFF_SHIFT),
+    );
+
+    /// Encodes a rule; `None` if an offset is not a multiple of 8 or out of
+    /// range (the CFA's within ±256 KiB, the frame pointer's within ±1 KiB),
+    /// or a PLT threshold is over 15.
+    pub const fn encode(cfa: Cfa, fp: FpRule) -> Option<Rule> {
+        let (kind, cfa_off, plt_threshold) = match cfa {
+            Cfa::NoInfo => return Some(Rule::NO_INFO),
+            Cfa::Signal => return Some(Rule::SIGNAL),
+            Cfa::EndOfStack => return Some(Rule::END_OF_STACK),
+            Cfa::Unsupported => return Some(Rule::UNSUPPORTED),
+            Cfa::SpOffset(o) => (CfaKind::SpOffset, o, None),
+            Cfa::FpOffset(o) => (CfaKind::FpOffset, o, None),
+            Cfa::FpDeref(o) => (CfaKind::FpDeref, o, None),
+            Cfa::Plt { offset, threshold } => (CfaKind::Plt, offset, Some(threshold)),
+        };
+        let Some(cfa_units) = scaled(cfa_off, i16::MIN as i32, i16::MAX as i32) else {
+            return None;
+        };
+        let (fp_kind, low_byte) = match (plt_threshold, fp) {
+            (Some(t), FpRule::Same) if t <= 15 => (FpKind::Same, t as u32),
+            (Some(_), _) => return None,
+            (None, FpRule::Same) => (FpKind::Same, 0),
+            (None, FpRule::AtCfa(o)) => match scaled(o, i8::MIN as i32, i8::MAX as i32) {
+                Some(u) => (FpKind::AtCfa, u as i8 as u8 as u32),
+                None => return None,
+            },
+            (None, FpRule::AtFp(o)) => match scaled(o, i8::MIN as i32, i8::MAX as i32) {
+                Some(u) => (FpKind::AtFp, u as i8 as u8 as u32),
+                None => return None,
+            },
+        };
+        Some(Rule(
+            kind as u32
+                | ((fp_kind as u32) << FP_SHIFT)
+                | (low_byte << FP_OFF_SHIFT)
+                | ((cfa_units as i16 as u16 as u32) << CFA_OFF_SHIFT),
+        ))
+    }
+
+    /// The CFA rule. Bits that decode to no known kind (a table from a newer
+    /// compiler, a corrupted map) are [`Cfa::Unsupported`].
+    #[inline(always)]
+    pub const fn cfa(self) -> Cfa {
+        if self.0 & RESERVED_MASK != 0 {
+            return Cfa::Unsupported;
+        }
+        let off = ((self.0 >> CFA_OFF_SHIFT) as u16 as i16 as i32) * 8;
+        match self.0 & KIND_MASK {
+            0 => Cfa::NoInfo,
+            1 => Cfa::SpOffset(off),
+            2 => Cfa::FpOffset(off),
+            3 => Cfa::Plt {
+                offset: off,
+                threshold: ((self.0 >> FP_OFF_SHIFT) & 0xf) as u8,
+            },
+            4 => Cfa::FpDeref(off),
+            5 => Cfa::Signal,
+            6 => Cfa::EndOfStack,
+            _ => Cfa::Unsupported,
+        }
+    }
+
+    /// The frame-pointer rule (`None`: the bits name no known kind).
+    #[inline(always)]
+    pub const fn fp(self) -> Option<FpRule> {
+        let off = ((self.0 >> FP_OFF_SHIFT) as u8 as i8 as i32) * 8;
+        match (self.0 >> FP_SHIFT) & FP_MASK {
+            0 => Some(FpRule::Same),
+            1 => Some(FpRule::AtCfa(off)),
+            2 => Some(FpRule::AtFp(off)),
+            _ => None,
+        }
+    }
+}
+
+impl core::fmt::Debug for Rule {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match (self.cfa(), self.fp()) {
+            (cfa @ (Cfa::SpOffset(_) | Cfa::FpOffset(_) | Cfa::FpDeref(_)), Some(fp)) => {
+                write!(f, "Rule({cfa:?}, {fp:?})")
+            }
+            (cfa, _) => write!(f, "Rule({cfa:?})"),
+        }
+    }
+}
+
+/// `v / 8` if `v` is a multiple of 8 and the quotient is in `min..=max`.
+const fn scaled(v: i32, min: i32, max: i32) -> Option<i32> {
+    if v % 8 != 0 {
+        return None;
+    }
+    let u = v / 8;
+    if u < min || u > max { None } else { Some(u) }
+}
+
+/// Where one object's table lives in the shared row and page arrays.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableInfo {
+    /// Index of the object's first row in the row array.
+    pub first_row: u32,
+    /// Number of rows of the object.
+    pub n_rows: u32,
+    /// Index of the object's first page entry in the page array.
+    pub first_page: u32,
+    /// Number of page entries: page `i` covers object-relative pcs
+    /// `[i << page_shift, (i + 1) << page_shift)`.
+    pub n_pages: u32,
+    /// log2 of the bytes of code one page entry covers.
+    pub page_shift: u32,
+    /// Zero.
+    pub reserved: u32,
+}
+
+/// The rows that can cover one page of an object's code.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageEntry {
+    /// First row, relative to [`TableInfo::first_row`]: the one covering the
+    /// page's first byte (or the page's first row if none covers it).
+    pub first_row: u32,
+    /// Rows listed (zero: no row covers the page).
+    pub n_rows: u32,
+}
+
+/// Read access to the shared row and page arrays: BPF array maps, or slices.
+pub trait TableSource {
+    /// Row `index` of the row array, if it exists.
+    fn row(&self, index: u32) -> Option<Row>;
+    /// Entry `index` of the page array, if it exists.
+    fn page(&self, index: u32) -> Option<PageEntry>;
+}
+
+/// A [`TableSource`] over slices (the host side, tests).
+#[derive(Clone, Copy, Debug)]
+pub struct SliceTables<'a> {
+    /// Every object's rows.
+    pub rows: &'a [Row],
+    /// Every object's page entries.
+    pub pages: &'a [PageEntry],
+}
+
+impl TableSource for SliceTables<'_> {
+    #[inline(always)]
+    fn row(&self, index: u32) -> Option<Row> {
+        self.rows.get(index as usize).copied()
+    }
+    #[inline(always)]
+    fn page(&self, index: u32) -> Option<PageEntry> {
+        self.pages.get(index as usize).copied()
+    }
+}
+
+/// Why an unwinding step stopped (or that it did not). `repr(u8)` so the
+/// BPF program can count outcomes in an array indexed by the value and store
+/// the last one in [`SampleHeader::unwind_outcome`](crate::SampleHeader).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    /// The caller's registers were recovered.
+    Continue = 0,
+    /// The stack ends here (undefined return address, or a zero one).
+    EndOfStack = 1,
+    /// No row covers the pc (no table for it, a gap between FDEs): the
+    /// caller may apply [`Rule::FRAME_POINTER`].
+    NoRow = 2,
+    /// A memory read failed.
+    BadRead = 3,
+    /// The row's rule cannot be applied.
+    Unsupported = 4,
+    /// The recovered stack pointer is not above the current one: the
+    /// registers or the stack are inconsistent, following them could loop.
+    NoProgress = 5,
+    /// The table itself is inconsistent (a page or row index past its
+    /// array, more rows in a page than the search can visit).
+    BadTable = 6,
+}
+
+impl Outcome {
+    /// Every outcome, in value order.
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Continue,
+        Outcome::EndOfStack,
+        Outcome::NoRow,
+        Outcome::BadRead,
+        Outcome::Unsupported,
+        Outcome::NoProgress,
+        Outcome::BadTable,
+    ];
+
+    /// A short snake_case name for logs and summaries.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Outcome::Continue => "continue",
+            Outcome::EndOfStack => "end_of_stack",
+            Outcome::NoRow => "no_row",
+            Outcome::BadRead => "bad_read",
+            Outcome::Unsupported => "unsupported",
+            Outcome::NoProgress => "no_progress",
+            Outcome::BadTable => "bad_table",
+        }
+    }
+}
+
+/// Finds the rule for the object-relative pc `rel_pc` in the object's table:
+/// one page lookup and at most [`MAX_SEARCH_STEPS`] + 1 row lookups.
+///
+/// `Err(NoRow)` if the pc is outside the table; `Err(BadTable)` if an index
+/// is missing from the arrays or a page lists more rows than the search
+/// visits. A [`Cfa::NoInfo`] row is returned as a rule: [`step`] reports it.
+#[inline(always)]
+pub fn find_rule<S: TableSource + ?Sized>(
+    src: &S,
+    table: &TableInfo,
+    rel_pc: u64,
+) -> Result<Rule, Outcome> {
+    if table.page_shift >= 32 || rel_pc > u64::from(u32::MAX) {
+        return Err(Outcome::NoRow);
+    }
+    let pc = rel_pc as u32;
+    let page = pc >> table.page_shift;
+    if page >= table.n_pages {
+        return Err(Outcome::NoRow);
+    }
+    let entry = src
+        .page(table.first_page.wrapping_add(page))
+        .ok_or(Outcome::BadTable)?;
+    if entry.n_rows == 0 {
+        return Err(Outcome::NoRow);
+    }
+    if entry.n_rows > MAX_ROWS_PER_PAGE
+        || entry.first_row >= table.n_rows
+        || table.n_rows - entry.first_row < entry.n_rows
+    {
+        return Err(Outcome::BadTable);
+    }
+    let base = table.first_row.wrapping_add(entry.first_row);
+    // The last row in [lo, lo + len) whose pc is <= `pc`: halve `len` until
+    // one candidate is left.
+    let mut lo = base;
+    let mut len = entry.n_rows;
+    for _ in 0..MAX_SEARCH_STEPS {
+        if len <= 1 {
+            break;
+        }
+        let half = len / 2;
+        let mid = lo.wrapping_add(half);
+        let row = src.row(mid).ok_or(Outcome::BadTable)?;
+        if row.pc <= pc {
+            lo = mid;
+        }
+        len -= half;
+    }
+    if len > 1 {
+        return Err(Outcome::BadTable);
+    }
+    let row = src.row(lo).ok_or(Outcome::BadTable)?;
+    if row.pc > pc {
+        return Err(Outcome::NoRow);
+    }
+    Ok(row.rule)
+}
+
+/// Reads the unwound process's memory (`bpf_probe_read_user` in BPF, a
+/// captured stack on the host).
+pub trait Memory {
+    /// The little-endian u64 at `addr`, if readable.
+    fn read_u64(&self, addr: u64) -> Option<u64>;
+}
+
+/// The registers unwinding needs (x86-64: rip, rsp, rbp).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Regs {
+    /// Program counter.
+    pub pc: u64,
+    /// Stack pointer.
+    pub sp: u64,
+    /// Frame pointer.
+    pub fp: u64,
+}
+
+/// One frame being unwound.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Frame {
+    /// Its registers.
+    pub regs: Regs,
+    /// Non-zero if `regs.pc` is where execution stopped (the first frame,
+    /// the frame a signal interrupted); zero if it is a return address, one
+    /// past the call, which may be the first byte of the next function.
+    pub exact_pc: u8,
+}
+
+impl Frame {
+    /// The innermost frame, from the interrupted registers.
+    #[inline(always)]
+    pub const fn first(regs: Regs) -> Self {
+        Self { regs, exact_pc: 1 }
+    }
+
+    /// The pc to look rows up for: `pc` itself if exact, else `pc - 1`
+    /// (inside the call instruction).
+    #[inline(always)]
+    pub const fn lookup_pc(&self) -> u64 {
+        if self.exact_pc != 0 {
+            self.regs.pc
+        } else {
+            self.regs.pc.wrapping_sub(1)
+        }
+    }
+}
+
+/// Applies `rule` to `frame`: the caller's frame, or why there is none.
+///
+/// Reads memory at most three times (two for ordinary frames). Stops with
+/// `EndOfStack` for an undefined or zero return address and with `NoProgress`
+/// if the caller's stack pointer would not be above this one (except through
+/// a signal frame, whose interrupted stack may be anywhere, e.g. below an
+/// alternate signal stack).
+#[inline(always)]
+pub fn step<M: Memory + ?Sized>(rule: Rule, frame: &Frame, mem: &M) -> Result<Frame, Outcome> {
+    let regs = &frame.regs;
+    let cfa = match rule.cfa() {
+        Cfa::NoInfo => return Err(Outcome::NoRow),
+        Cfa::EndOfStack => return Err(Outcome::EndOfStack),
+        Cfa::Unsupported => return Err(Outcome::Unsupported),
+        Cfa::Signal => return signal_frame(regs.sp, mem),
+        Cfa::SpOffset(off) => regs.sp.wrapping_add_signed(i64::from(off)),
+        Cfa::FpOffset(off) => regs.fp.wrapping_add_signed(i64::from(off)),
+        Cfa::Plt { offset, threshold } => {
+            let pushed = if regs.pc & 15 >= u64::from(threshold) {
+                8
+            } else {
+                0
+            };
+            regs.sp
+                .wrapping_add_signed(i64::from(offset))
+                .wrapping_add(pushed)
+        }
+        Cfa::FpDeref(off) => mem
+            .read_u64(regs.fp.wrapping_add_signed(i64::from(off)))
+            .ok_or(Outcome::BadRead)?,
+    };
+    let fp = match rule.fp() {
+        Some(FpRule::Same) => regs.fp,
+        Some(FpRule::AtCfa(off)) => mem
+            .read_u64(cfa.wrapping_add_signed(i64::from(off)))
+            .ok_or(Outcome::BadRead)?,
+        Some(FpRule::AtFp(off)) => mem
+            .read_u64(regs.fp.wrapping_add_signed(i64::from(off)))
+            .ok_or(Outcome::BadRead)?,
+        None => return Err(Outcome::Unsupported),
+    };
+    let pc = mem.read_u64(cfa.wrapping_sub(8)).ok_or(Outcome::BadRead)?;
+    if pc == 0 {
+        return Err(Outcome::EndOfStack);
+    }
+    if cfa <= regs.sp {
+        return Err(Outcome::NoProgress);
+    }
+    Ok(Frame {
+        regs: Regs { pc, sp: cfa, fp },
+        exact_pc: 0,
+    })
+}
+
+/// The frame a signal interrupted, from the `ucontext_t` at `sp`.
+#[inline(always)]
+fn signal_frame<M: Memory + ?Sized>(sp: u64, mem: &M) -> Result<Frame, Outcome> {
+    let read = |off: u64| mem.read_u64(sp.wrapping_add(off)).ok_or(Outcome::BadRead);
+    let pc = read(x86_64_ucontext::RIP)?;
+    let new_sp = read(x86_64_ucontext::RSP)?;
+    let fp = read(x86_64_ucontext::RBP)?;
+    if pc == 0 {
+        return Err(Outcome::EndOfStack);
+    }
+    Ok(Frame {
+        regs: Regs { pc, sp: new_sp, fp },
+        exact_pc: 1,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::{collections::BTreeMap, vec::Vec};
+
+    use super::*;
+
+    /// Memory backed by a map of u64 slots; everything else is unreadable.
+    #[derive(Default)]
+    struct Mem(BTreeMap<u64, u64>);
+
+    impl Memory for Mem {
+        fn read_u64(&self, addr: u64) -> Option<u64> {
+            self.0.get(&addr).copied()
+        }
+    }
+
+    fn rule(cfa: Cfa, fp: FpRule) -> Rule {
+        Rule::encode(cfa, fp).unwrap()
+    }
+
+    fn regs(pc: u64, sp: u64, fp: u64) -> Frame {
+        Frame::first(Regs { pc, sp, fp })
+    }
+
+    #[test]
+    fn row_is_eight_bytes() {
+        assert_eq!(ROW_BYTES, 8);
+        assert_eq!(core::mem::size_of::<PageEntry>(), 8);
+        assert_eq!(core::mem::size_of::<TableInfo>(), 24);
+    }
+
+    #[test]
+    fn rules_round_trip() {
+        let cases = [
+            (Cfa::SpOffset(8), FpRule::Same),
+            (Cfa::SpOffset(262_136), FpRule::AtCfa(-16)),
+            (Cfa::SpOffset(-262_144), FpRule::AtCfa(1016)),
+            (Cfa::FpOffset(16), FpRule::AtCfa(-16)),
+            (Cfa::FpOffset(-8), FpRule::AtCfa(-1024)),
+            (Cfa::FpDeref(-8), FpRule::AtFp(0)),
+            (
+                Cfa::Plt {
+                    offset: 8,
+                    threshold: 11,
+                },
+                FpRule::Same,
+            ),
+            (
+                Cfa::Plt {
+                    offset: 8,
+                    threshold: 10,
+                },
+                FpRule::Same,
+            ),
+        ];
+        for (cfa, fp) in cases {
+            let r = rule(cfa, fp);
+            assert_eq!(r.cfa(), cfa, "{r:?}");
+            assert_eq!(r.fp(), Some(fp), "{r:?}");
+        }
+        for cfa in [Cfa::NoInfo, Cfa::Signal, Cfa::EndOfStack, Cfa::Unsupported] {
+            assert_eq!(rule(cfa, FpRule::Same).cfa(), cfa);
+        }
+        assert_eq!(Rule::NO_INFO, Rule::default());
+        assert_eq!(Rule::FRAME_POINTER.cfa(), Cfa::FpOffset(16));
+        assert_eq!(Rule::FRAME_POINTER.fp(), Some(FpRule::AtCfa(-16)));
+    }
+
+    #[test]
+    fn unencodable_rules_are_refused() {
+        // Not a multiple of 8, out of range, threshold past the mask.
+        assert_eq!(Rule::encode(Cfa::SpOffset(12), FpRule::Same), None);
+        assert_eq!(Rule::encode(Cfa::SpOffset(262_144), FpRule::Same), None);
+        assert_eq!(Rule::encode(Cfa::SpOffset(16), FpRule::AtCfa(-1032)), None);
+        assert_eq!(Rule::encode(Cfa::SpOffset(16), FpRule::AtCfa(-20)), None);
+        let plt = |threshold| Cfa::Plt {
+            offset: 8,
+            threshold,
+        };
+        assert_eq!(Rule::encode(plt(16), FpRule::Same), None);
+        assert_eq!(Rule::encode(plt(11), FpRule::AtCfa(-16)), None);
+    }
+
+    #[test]
+    fn unknown_bits_decode_as_unsupported() {
+        for bits in [8u32, 9, 15, 0x41, 0x81] {
+            assert_eq!(Rule(bits).cfa(), Cfa::Unsupported, "{bits:#x}");
+        }
+        assert_eq!(Rule(0x31).fp(), None);
+        let m = Mem::default();
+        assert_eq!(
+            step(Rule(0x31), &regs(1, 0x1000, 0), &m),
+            Err(Outcome::Unsupported)
+        );
+    }
+
+    #[test]
+    fn sp_offset_frame() {
+        let mut m = Mem::default();
+        m.0.insert(0x1000 + 24 - 8, 0xdead);
+        let r = rule(Cfa::SpOffset(24), FpRule::Same);
+        let next = step(r, &regs(0x400, 0x1000, 0x77), &m).unwrap();
+        assert_eq!(
+            next.regs,
+            Regs {
+                pc: 0xdead,
+                sp: 0x1018,
+                fp: 0x77
+            }
+        );
+        assert_eq!(next.exact_pc, 0);
+        assert_eq!(next.lookup_pc(), 0xdeac);
+    }
+
+    #[test]
+    fn fp_offset_frame_restores_fp() {
+        let mut m = Mem::default();
+        let fp = 0x2000;
+        m.0.insert(fp + 8, 0x1234); // return address at CFA - 8
+        m.0.insert(fp, 0x3000); // saved fp at CFA - 16
+        let next = step(Rule::FRAME_POINTER, &regs(0x400, 0x1f00, fp), &m).unwrap();
+        assert_eq!(
+            next.regs,
+            Regs {
+                pc: 0x1234,
+                sp: fp + 16,
+                fp: 0x3000
+            }
+        );
+    }
+
+    #[test]
+    fn drap_frame_dereferences_fp() {
+        // CFA = *(fp - 8); fp saved at fp + 0.
+        let mut m = Mem::default();
+        let (sp, fp, cfa) = (0x1000u64, 0x1100u64, 0x1200u64);
+        m.0.insert(fp - 8, cfa);
+        m.0.insert(fp, 0x5000);
+        m.0.insert(cfa - 8, 0x4242);
+        let r = rule(Cfa::FpDeref(-8), FpRule::AtFp(0));
+        let next = step(r, &regs(0x400, sp, fp), &m).unwrap();
+        assert_eq!(
+            next.regs,
+            Regs {
+                pc: 0x4242,
+                sp: cfa,
+                fp: 0x5000
+            }
+        );
+    }
+
+    #[test]
+    fn plt_expression_depends_on_pc_low_bits() {
+        let mut m = Mem::default();
+        let sp = 0x1000;
+        m.0.insert(sp, 0xa); // RA when CFA = sp + 8
+        m.0.insert(sp + 8, 0xb); // RA when CFA = sp + 16
+        for (threshold, pc_low, want_pc, want_sp) in [
+            (11, 0, 0xa, sp + 8),
+            (11, 6, 0xa, sp + 8),
+            (11, 10, 0xa, sp + 8),
+            (11, 11, 0xb, sp + 16),
+            (11, 15, 0xb, sp + 16),
+            (10, 10, 0xb, sp + 16),
+            (10, 9, 0xa, sp + 8),
+        ] {
+            let r = rule(
+                Cfa::Plt {
+                    offset: 8,
+                    threshold,
+                },
+                FpRule::Same,
+            );
+            let next = step(r, &regs(0x7000_1230 + pc_low, sp, 9), &m).unwrap();
+            assert_eq!(
+                (next.regs.pc, next.regs.sp, next.regs.fp),
+                (want_pc, want_sp, 9),
+                "threshold {threshold}, pc & 15 = {pc_low}"
+            );
+        }
+    }
+
+    #[test]
+    fn signal_frame_reads_ucontext() {
+        let mut m = Mem::default();
+        let sp = 0x8000;
+        m.0.insert(sp + x86_64_ucontext::RIP, 0x4011);
+        m.0.insert(sp + x86_64_ucontext::RSP, 0x9000);
+        m.0.insert(sp + x86_64_ucontext::RBP, 0x9100);
+        let next = step(Rule::SIGNAL, &regs(0x7f00, sp, 1), &m).unwrap();
+        assert_eq!(
+            next.regs,
+            Regs {
+                pc: 0x4011,
+                sp: 0x9000,
+                fp: 0x9100
+            }
+        );
+        // The interrupted pc is exact: look it up as is.
+        assert_eq!(next.exact_pc, 1);
+        assert_eq!(next.lookup_pc(), 0x4011);
+        // A signal frame may point below itself (alternate signal stack).
+        m.0.insert(sp + x86_64_ucontext::RSP, 0x100);
+        assert_eq!(
+            step(Rule::SIGNAL, &regs(0, sp, 1), &m).unwrap().regs.sp,
+            0x100
+        );
+        m.0.remove(&(sp + x86_64_ucontext::RBP));
+        assert_eq!(
+            step(Rule::SIGNAL, &regs(0, sp, 1), &m),
+            Err(Outcome::BadRead)
+        );
+    }
+
+    #[test]
+    fn end_of_stack_and_no_info() {
+        let m = Mem::default();
+        let f = regs(1, 0x1000, 0);
+        assert_eq!(step(Rule::END_OF_STACK, &f, &m), Err(Outcome::EndOfStack));
+        assert_eq!(step(Rule::NO_INFO, &f, &m), Err(Outcome::NoRow));
+        assert_eq!(step(Rule::UNSUPPORTED, &f, &m), Err(Outcome::Unsupported));
+        // A zero return address ends the stack too.
+        let mut m = Mem::default();
+        m.0.insert(0x1000, 0);
+        let r = rule(Cfa::SpOffset(8), FpRule::Same);
+        assert_eq!(step(r, &f, &m), Err(Outcome::EndOfStack));
+    }
+
+    #[test]
+    fn bad_reads_and_no_progress() {
+        let m = Mem::default();
+        let f = regs(1, 0x1000, 0x2000);
+        assert_eq!(
+            step(rule(Cfa::SpOffset(8), FpRule::Same), &f, &m),
+            Err(Outcome::BadRead)
+        );
+        assert_eq!(
+            step(rule(Cfa::FpDeref(-8), FpRule::AtFp(0)), &f, &m),
+            Err(Outcome::BadRead)
+        );
+        let mut m = Mem::default();
+        m.0.insert(0x1010 - 8, 5);
+        assert_eq!(
+            step(rule(Cfa::SpOffset(16), FpRule::AtCfa(-16)), &f, &m),
+            Err(Outcome::BadRead)
+        );
+        // fp below sp: following it would walk back down the stack.
+        let mut m = Mem::default();
+        m.0.insert(0x800 + 8, 5);
+        m.0.insert(0x800, 6);
+        assert_eq!(
+            step(Rule::FRAME_POINTER, &regs(1, 0x1000, 0x800), &m),
+            Err(Outcome::NoProgress)
+        );
+    }
+
+    /// A table of rows at `pcs`, the rule of row `i` being `SpOffset(8 * (i + 1))`.
+    fn table(pcs: &[u32], page_shift: u32) -> (Vec<Row>, Vec<PageEntry>, TableInfo) {
+        let rows: Vec<Row> = pcs
+            .iter()
+            .enumerate()
+            .map(|(i, &pc)| Row {
+                pc,
+                rule: rule(Cfa::SpOffset(8 * (i as i32 + 1)), FpRule::Same),
+            })
+            .collect();
+        let last = *pcs.last().unwrap();
+        let n_pages = (last >> page_shift) + 1;
+        let pages = (0..n_pages)
+            .map(|p| {
+                let (start, end) = (p << page_shift, (p + 1) << page_shift);
+                let first = rows.partition_point(|r| r.pc <= start).saturating_sub(1);
+                let end_i = rows.partition_point(|r| r.pc < end);
+                PageEntry {
+                    first_row: first as u32,
+                    n_rows: (end_i - first) as u32,
+                }
+            })
+            .collect();
+        let info = TableInfo {
+            first_row: 0,
+            n_rows: rows.len() as u32,
+            first_page: 0,
+            n_pages,
+            page_shift,
+            reserved: 0,
+        };
+        (rows, pages, info)
+    }
+
+    fn expected(pcs: &[u32], pc: u32) -> Option<usize> {
+        pcs.iter().rposition(|&p| p <= pc)
+    }
+
+    #[test]
+    fn search_finds_the_covering_row() {
+        let pcs = [
+            0x10u32, 0x20, 0x21, 0x100, 0x1ff, 0x200, 0x1000, 0x1003, 0x5000,
+        ];
+        for shift in [4, 8, 12, 16] {
+            let (rows, pages, info) = table(&pcs, shift);
+            let src = SliceTables {
+                rows: &rows,
+                pages: &pages,
+            };
+            for pc in 0..0x5100u32 {
+                let got = find_rule(&src, &info, u64::from(pc));
+                let want = if pc >> shift >= info.n_pages {
+                    Err(Outcome::NoRow)
+                } else {
+                    expected(&pcs, pc)
+                        .map(|i| rows[i].rule)
+                        .ok_or(Outcome::NoRow)
+                };
+                assert_eq!(got, want, "pc {pc:#x} shift {shift}");
+            }
+        }
+    }
+
+    #[test]
+    fn search_with_offset_tables_in_shared_arrays() {
+        // Two objects in one array: the second's indices are offset.
+        let (rows_a, pages_a, _) = table(&[0, 0x40, 0x80], 6);
+        let (rows_b, pages_b, info_b) = table(&[0x8, 0x18, 0x28, 0x38, 0x48], 5);
+        let rows: Vec<Row> = rows_a.iter().chain(&rows_b).copied().collect();
+        let pages: Vec<PageEntry> = pages_a.iter().chain(&pages_b).copied().collect();
+        let info = TableInfo {
+            first_row: rows_a.len() as u32,
+            first_page: pages_a.len() as u32,
+            ..info_b
+        };
+        let src = SliceTables {
+            rows: &rows,
+            pages: &pages,
+        };
+        assert_eq!(find_rule(&src, &info, 0x30), Ok(rows_b[2].rule));
+        assert_eq!(find_rule(&src, &info, 0x4f), Ok(rows_b[4].rule));
+        assert_eq!(find_rule(&src, &info, 0x7), Err(Outcome::NoRow));
+        assert_eq!(find_rule(&src, &info, 0x60), Err(Outcome::NoRow));
+        assert_eq!(find_rule(&src, &info, u64::MAX), Err(Outcome::NoRow));
+    }
+
+    #[test]
+    fn truncated_tables_are_bad_not_panics() {
+        let pcs: Vec<u32> = (0..100).map(|i| i * 4).collect();
+        let (rows, pages, info) = table(&pcs, 8);
+        // Rows cut short: the search runs off the array.
+        let short = SliceTables {
+            rows: &rows[..50],
+            pages: &pages,
+        };
+        assert_eq!(find_rule(&short, &info, 0x180), Err(Outcome::BadTable));
+        // Pages cut short.
+        let no_pages = SliceTables {
+            rows: &rows,
+            pages: &pages[..1],
+        };
+        assert_eq!(find_rule(&no_pages, &info, 0x180), Err(Outcome::BadTable));
+        // A page claiming rows past the object's.
+        let src = SliceTables {
+            rows: &rows,
+            pages: &pages,
+        };
+        let lying = TableInfo { n_rows: 10, ..info };
+        assert_eq!(find_rule(&src, &lying, 0x180), Err(Outcome::BadTable));
+        // A page too large for the bounded search.
+        let huge = [PageEntry {
+            first_row: 0,
+            n_rows: MAX_ROWS_PER_PAGE + 1,
+        }];
+        let info = TableInfo {
+            n_rows: u32::MAX,
+            n_pages: 1,
+            ..info
+        };
+        let src = SliceTables {
+            rows: &rows,
+            pages: &huge,
+        };
+        assert_eq!(find_rule(&src, &info, 0), Err(Outcome::BadTable));
+        // Empty pages and absurd shifts.
+        let empty = [PageEntry::default()];
+        let src = SliceTables {
+            rows: &rows,
+            pages: &empty,
+        };
+        assert_eq!(find_rule(&src, &info, 0), Err(Outcome::NoRow));
+        let info = TableInfo {
+            page_shift: 40,
+            ..info
+        };
+        assert_eq!(find_rule(&src, &info, 0), Err(Outcome::NoRow));
+    }
+
+    #[test]
+    fn search_visits_at_most_log2_rows() {
+        use core::cell::Cell;
+        struct Counting<'a>(SliceTables<'a>, Cell<u32>);
+        impl TableSource for Counting<'_> {
+            fn row(&self, index: u32) -> Option<Row> {
+                self.1.set(self.1.get() + 1);
+                self.0.row(index)
+            }
+            fn page(&self, index: u32) -> Option<PageEntry> {
+                self.0.page(index)
+            }
+        }
+        let pcs: Vec<u32> = (0..256).collect();
+        let (rows, pages, info) = table(&pcs, 16);
+        let src = Counting(
+            SliceTables {
+                rows: &rows,
+                pages: &pages,
+            },
+            Cell::new(0),
+        );
+        for pc in 0..256 {
+            src.1.set(0);
+            assert_eq!(find_rule(&src, &info, pc), Ok(rows[pc as usize].rule));
+            assert!(src.1.get() <= 9, "{} lookups", src.1.get());
+        }
+    }
+}

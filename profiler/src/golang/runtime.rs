@@ -887,10 +887,10 @@ fn got_tls_offset(file: &object::File<'_>, tls: Option<TlsSegment>, slot: u64) -
 fn decode_fs_access(code: &[u8], addr: u64, got: &dyn Fn(u64) -> Option<i64>) -> Option<i64> {
     let valid = |off: i64| (off < 0 && off > -0x1_0000 && off % 8 == 0).then_some(off);
     for i in 0..code.len() {
-        let Some(&[0x64, rex, op, modrm]) = code.get(i..i + 4) else {
+        let Some(&[prefix, rex, op, modrm]) = code.get(i..i + 4) else {
             break;
         };
-        if rex & 0xf8 != 0x48 || !matches!(op, 0x8b | 0x89) {
+        if prefix != 0x64 || rex & 0xf8 != 0x48 || !matches!(op, 0x8b | 0x89) {
             continue;
         }
         let (mode, rm) = (modrm >> 6, modrm & 7);
@@ -1288,4 +1288,936 @@ fn read_map_labels(
         labels.truncated = true;
     }
     Ok(labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::{BTreeMap, HashMap},
+        io::{BufRead, BufReader},
+        path::{Path, PathBuf},
+        process::{Child, Command, Stdio},
+    };
+
+    use super::*;
+    use crate::testutil::{build_go, go_toolchains, run};
+
+    // -- Unit tests on synthetic input ------------------------------------
+
+    #[test]
+    fn goruntime_decodes_tls_accesses() {
+        let no_got = |_: u64| None;
+        let cases: [(&[u8], Option<i64>); 7] = [
+            // mov %fs:0xfffffffffffffff8,%rax
+            (
+                &[0x64, 0x48, 0x8b, 0x04, 0x25, 0xf8, 0xff, 0xff, 0xff],
+                Some(-8),
+            ),
+            // mov %r14,%fs:0xffffffffffffffa8 (a store, REX.R)
+            (
+                &[0x64, 0x4c, 0x89, 0x34, 0x25, 0xa8, 0xff, 0xff, 0xff],
+                Some(-88),
+            ),
+            // mov $-8,%rcx; mov %fs:(%rcx),%rax
+            (
+                &[
+                    0x48, 0xc7, 0xc1, 0xf8, 0xff, 0xff, 0xff, 0x64, 0x48, 0x8b, 0x01,
+                ],
+                Some(-8),
+            ),
+            // mov $-16,%r12; mov %fs:(%r12),%r14 (SIB base r12)
+            (
+                &[
+                    0x49, 0xc7, 0xc4, 0xf0, 0xff, 0xff, 0xff, 0x64, 0x4d, 0x8b, 0x34, 0x24,
+                ],
+                Some(-16),
+            ),
+            // mov $-8,%rdx; mov %fs:(%rcx),%rax: the register does not match.
+            (
+                &[
+                    0x48, 0xc7, 0xc2, 0xf8, 0xff, 0xff, 0xff, 0x64, 0x48, 0x8b, 0x01,
+                ],
+                None,
+            ),
+            // No %fs prefix.
+            (&[0x48, 0x8b, 0x04, 0x25, 0xf8, 0xff, 0xff, 0xff], None),
+            // A positive offset is not where an executable's TLS is.
+            (
+                &[0x64, 0x48, 0x8b, 0x04, 0x25, 0x08, 0x00, 0x00, 0x00],
+                None,
+            ),
+        ];
+        for (code, want) in cases {
+            assert_eq!(decode_fs_access(code, 0x1000, &no_got), want, "{code:x?}");
+        }
+        // mov 0x10(%rip),%rcx; mov %fs:(%rcx),%rax: the offset is in the GOT
+        // slot at 0x1000 + 7 + 0x10.
+        let code = [0x48, 0x8b, 0x0d, 0x10, 0, 0, 0, 0x64, 0x48, 0x8b, 0x01];
+        let got = |slot: u64| (slot == 0x1017).then_some(-24);
+        assert_eq!(decode_fs_access(&code, 0x1000, &got), Some(-24));
+        assert_eq!(decode_fs_access(&code, 0x1000, &no_got), None);
+    }
+
+    #[test]
+    fn goruntime_tls_block_offset_follows_glibc() {
+        let seg = |vaddr, memsz, align| TlsSegment {
+            vaddr,
+            memsz,
+            align,
+        };
+        assert_eq!(seg(0x51bdf0, 8, 8).block_offset(), Some(8));
+        assert_eq!(seg(0x63b6b0, 0x78, 8).block_offset(), Some(0x78));
+        assert_eq!(seg(0x1000, 0x11, 16).block_offset(), Some(0x20));
+        // The block starts 8 bytes into a 16-aligned line.
+        assert_eq!(seg(0x1008, 0x10, 16).block_offset(), Some(0x18));
+        assert_eq!(seg(0, 8, 3).block_offset(), None);
+    }
+
+    /// Process memory made of regions.
+    #[derive(Default)]
+    struct FakeMemory {
+        regions: BTreeMap<u64, Vec<u8>>,
+        next: u64,
+    }
+
+    impl Memory for FakeMemory {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+            let Some((base, data)) = self.regions.range(..=addr).next_back() else {
+                return false;
+            };
+            let start = (addr - base) as usize;
+            match data.get(start..start + buf.len()) {
+                Some(src) => {
+                    buf.copy_from_slice(src);
+                    true
+                }
+                None => false,
+            }
+        }
+    }
+
+    impl FakeMemory {
+        fn alloc(&mut self, data: Vec<u8>) -> u64 {
+            let addr = 0x10_0000 + self.next;
+            self.next += (data.len() as u64).next_multiple_of(0x100) + 0x100;
+            self.regions.insert(addr, data);
+            addr
+        }
+
+        /// A Go string header for `s`.
+        fn string(&mut self, s: &str) -> [u8; 16] {
+            let ptr = self.alloc(s.as_bytes().to_vec());
+            let mut h = [0u8; 16];
+            h[..8].copy_from_slice(&ptr.to_le_bytes());
+            h[8..].copy_from_slice(&(s.len() as u64).to_le_bytes());
+            h
+        }
+
+        fn write(&mut self, addr: u64, bytes: &[u8]) {
+            let (base, data) = self.regions.range_mut(..=addr).next_back().unwrap();
+            let at = (addr - base) as usize;
+            data[at..at + bytes.len()].copy_from_slice(bytes);
+        }
+    }
+
+    fn map_layout() -> MapLayout {
+        match for_version(1, 21).unwrap().labels {
+            LabelLayout::Map(m) => m,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn slice_layout() -> SliceLayout {
+        match for_version(1, 24).unwrap().labels {
+            LabelLayout::Slice(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A bucket with `entries` in slots given by (slot, tophash, key, value).
+    fn bucket(
+        mem: &mut FakeMemory,
+        m: &MapLayout,
+        entries: &[(usize, u8, &str, &str)],
+        overflow: u64,
+    ) -> Vec<u8> {
+        let mut b = vec![0u8; m.bucket_size as usize];
+        for &(slot, tophash, key, value) in entries {
+            b[m.bucket_tophash as usize + slot] = tophash;
+            let k = mem.string(key);
+            let v = mem.string(value);
+            let at = m.bucket_keys as usize + slot * 16;
+            b[at..at + 16].copy_from_slice(&k);
+            let at = m.bucket_values as usize + slot * 16;
+            b[at..at + 16].copy_from_slice(&v);
+        }
+        let at = m.bucket_overflow as usize;
+        b[at..at + 8].copy_from_slice(&overflow.to_le_bytes());
+        b
+    }
+
+    fn sorted_pairs(labels: &Labels) -> Vec<(String, String)> {
+        let mut v: Vec<_> = labels
+            .list
+            .iter()
+            .map(|l| {
+                (
+                    String::from_utf8_lossy(&l.key).into_owned(),
+                    String::from_utf8_lossy(&l.value).into_owned(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// A map in the middle of growing from 1 to 2 buckets: the old bucket
+    /// has one slot evacuated (its entry is now in a new bucket) and one not
+    /// yet; new bucket 1 has an overflow bucket.
+    fn growing_map(mem: &mut FakeMemory, m: &MapLayout) -> u64 {
+        let overflow = bucket(mem, m, &[(0, 200, "e", "5")], 0);
+        let overflow = mem.alloc(overflow);
+        let mut new = bucket(mem, m, &[(0, 17, "a", "1"), (3, 99, "b", "2")], 0);
+        new.extend(bucket(mem, m, &[(1, 5, "c", "3")], overflow));
+        let buckets = mem.alloc(new);
+        // Slot 0 was evacuated to X (tophash 2) and its memory cleared; slot
+        // 1 still holds "d"; slot 2 is empty.
+        let old = bucket(mem, m, &[(0, 2, "a", "stale"), (1, 250, "d", "4")], 0);
+        let oldbuckets = mem.alloc(old);
+        let mut hmap = vec![0u8; 48];
+        hmap[m.hmap_count as usize..][..8].copy_from_slice(&5u64.to_le_bytes());
+        hmap[m.hmap_b as usize] = 1;
+        hmap[m.hmap_buckets as usize..][..8].copy_from_slice(&buckets.to_le_bytes());
+        hmap[m.hmap_oldbuckets as usize..][..8].copy_from_slice(&oldbuckets.to_le_bytes());
+        let hmap = mem.alloc(hmap);
+        mem.alloc(hmap.to_le_bytes().to_vec())
+    }
+
+    #[test]
+    fn goruntime_reads_growing_maps() {
+        let m = map_layout();
+        let mut mem = FakeMemory::default();
+        let label_map = growing_map(&mut mem, &m);
+        let labels = read_map_labels(&mem, label_map, &m, Limits::default()).unwrap();
+        let want: Vec<(String, String)> =
+            [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4"), ("e", "5")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        assert_eq!(sorted_pairs(&labels), want);
+        assert_eq!(labels.total, 5);
+        assert!(!labels.any_truncated());
+
+        // Three bucket reads reach the overflow bucket but not the old one.
+        let few_reads = Limits {
+            max_bucket_reads: 3,
+            ..Limits::default()
+        };
+        let labels = read_map_labels(&mem, label_map, &m, few_reads).unwrap();
+        assert_eq!(labels.list.len(), 4);
+        assert!(labels.truncated);
+        let two = Limits {
+            max_labels: 2,
+            ..Limits::default()
+        };
+        let labels = read_map_labels(&mem, label_map, &m, two).unwrap();
+        assert_eq!(labels.list.len(), 2);
+        assert!(labels.truncated);
+
+        // A same-size grow has as many old buckets as new ones: the second
+        // old bucket is read too.
+        let mut mem = FakeMemory::default();
+        let label_map = growing_map(&mut mem, &m);
+        let hmap = le_u64(&mem.regions[&label_map], 0).unwrap();
+        let old = le_u64(&mem.regions[&hmap], m.hmap_oldbuckets as usize).unwrap();
+        mem.regions
+            .get_mut(&old)
+            .unwrap()
+            .truncate(m.bucket_size as usize);
+        let second = bucket(&mut mem, &m, &[(7, 5, "f", "6")], 0);
+        mem.regions.get_mut(&old).unwrap().extend(second);
+        mem.write(hmap + u64::from(m.hmap_flags), &[m.same_size_grow]);
+        let labels = read_map_labels(&mem, label_map, &m, Limits::default()).unwrap();
+        assert_eq!(sorted_pairs(&labels).len(), 6);
+    }
+
+    #[test]
+    fn goruntime_reads_label_slices_within_limits() {
+        let s = slice_layout();
+        let mut mem = FakeMemory::default();
+        let long = "v".repeat(200);
+        let pairs = [
+            ("alpha", "1"),
+            ("k".repeat(80).leak() as &str, "2"),
+            ("zeta", long.as_str()),
+        ];
+        let mut array = Vec::new();
+        for (k, v) in pairs {
+            let mut label = vec![0u8; s.label_size as usize];
+            label[s.label_key as usize..][..16].copy_from_slice(&mem.string(k));
+            label[s.label_value as usize..][..16].copy_from_slice(&mem.string(v));
+            array.extend(label);
+        }
+        let array = mem.alloc(array);
+        let mut header = vec![0u8; 24];
+        header[..8].copy_from_slice(&array.to_le_bytes());
+        header[8..16].copy_from_slice(&3u64.to_le_bytes());
+        header[16..].copy_from_slice(&3u64.to_le_bytes());
+        let label_map = mem.alloc(header);
+
+        let labels = read_slice_labels(&mem, label_map, &s, Limits::default()).unwrap();
+        assert_eq!(labels.list.len(), 3);
+        assert!(!labels.truncated);
+        assert_eq!(labels.list[0].key, b"alpha");
+        assert!(labels.list[1].key_truncated());
+        assert_eq!(labels.list[1].key.len(), 64);
+        assert_eq!(labels.list[1].key_len, 80);
+        assert!(labels.list[2].value_truncated());
+        assert_eq!(labels.list[2].value, &long.as_bytes()[..128]);
+        assert!(labels.any_truncated());
+
+        let two = Limits {
+            max_labels: 2,
+            ..Limits::default()
+        };
+        let labels = read_slice_labels(&mem, label_map, &s, two).unwrap();
+        assert_eq!(
+            (labels.list.len(), labels.total, labels.truncated),
+            (2, 3, true)
+        );
+    }
+
+    #[test]
+    fn goruntime_reads_goroutine_through_tls_and_curg() {
+        let o = *for_version(1, 24).unwrap();
+        let mut mem = FakeMemory::default();
+        let curg = mem.alloc(vec![0u8; 512]);
+        let m = mem.alloc(vec![0u8; 512]);
+        let g0 = mem.alloc(vec![0u8; 512]);
+        let tls = mem.alloc(vec![0u8; 64]);
+        let fs_base = tls + 32;
+        mem.write(curg + u64::from(o.g_m), &m.to_le_bytes());
+        mem.write(curg + u64::from(o.g_goid), &42u64.to_le_bytes());
+        let status = o.status.running | o.status.scan;
+        mem.write(curg + u64::from(o.g_atomicstatus), &status.to_le_bytes());
+        mem.write(curg + u64::from(o.g_waitreason), &[7]);
+        mem.write(g0 + u64::from(o.g_m), &m.to_le_bytes());
+        mem.write(m + u64::from(o.m_curg), &curg.to_le_bytes());
+
+        // On the goroutine itself.
+        mem.write(fs_base - 8, &curg.to_le_bytes());
+        let state = read_goroutine(&mem, fs_base, -8, &o, Limits::default()).unwrap();
+        assert!(!state.system_stack);
+        let g = state.goroutine.unwrap();
+        assert_eq!((g.addr, g.goid, g.wait_reason), (curg, 42, 7));
+        assert_eq!(o.status.classify(g.status), GStatus::Running);
+        assert!(g.scan);
+        assert_eq!(g.labels, Labels::default());
+
+        // On g0, working for curg.
+        mem.write(fs_base - 8, &g0.to_le_bytes());
+        let state = read_goroutine(&mem, fs_base, -8, &o, Limits::default()).unwrap();
+        assert!(state.system_stack);
+        assert_eq!(state.goroutine.unwrap().goid, 42);
+
+        // In the scheduler: no user goroutine.
+        mem.write(m + u64::from(o.m_curg), &0u64.to_le_bytes());
+        let state = read_goroutine(&mem, fs_base, -8, &o, Limits::default()).unwrap();
+        assert!(state.system_stack && state.goroutine.is_none());
+
+        // A thread without g, and unreadable memory.
+        mem.write(fs_base - 8, &0u64.to_le_bytes());
+        let state = read_goroutine(&mem, fs_base, -8, &o, Limits::default()).unwrap();
+        assert_eq!((state.g, state.goroutine), (0, None));
+        assert!(matches!(
+            read_goroutine(&mem, 8, -8, &o, Limits::default()),
+            Err(Error::Read { addr: 0, len: 8 })
+        ));
+    }
+
+    #[test]
+    fn goruntime_table_covers_1_21_to_1_27() {
+        for minor in 21..=27 {
+            let o = for_version(1, minor).unwrap_or_else(|| panic!("1.{minor}"));
+            assert_eq!(
+                matches!(o.labels, LabelLayout::Map(_)),
+                minor <= 23,
+                "1.{minor}: {:?}",
+                o.labels
+            );
+            assert!(wait_reasons(1, minor).is_some_and(|w| w[0].is_empty() && w.len() > 30));
+        }
+        assert!(for_version(1, 20).is_none());
+        assert!(for_version(1, 28).is_none());
+        assert!(for_version(2, 0).is_none());
+        assert!(
+            table()
+                .windows(2)
+                .all(|w| (w[0].major, w[0].minor) < (w[1].major, w[1].minor))
+        );
+    }
+
+    // -- Tests against binaries built by each toolchain --------------------
+
+    /// A directory kept across runs for fixtures and their Go build cache,
+    /// so that later runs reuse compiled packages.
+    fn fixture_dir() -> PathBuf {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/goruntime-fixtures");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn version_of(toolchain: &str) -> (u32, u32) {
+        let mut parts = toolchain.split('.').map(|p| p.parse::<u32>().unwrap());
+        (parts.next().unwrap(), parts.next().unwrap())
+    }
+
+    fn dwarf_of<'a>(
+        data: &'a [u8],
+        sections: &'a mut Option<gimli::DwarfSections<Cow<'a, [u8]>>>,
+    ) -> gimli::Dwarf<gimli::EndianSlice<'a, gimli::LittleEndian>> {
+        let file = object::File::parse(data).unwrap();
+        *sections = Some(load_dwarf(&file).unwrap());
+        sections
+            .as_ref()
+            .unwrap()
+            .borrow(|s| gimli::EndianSlice::new(s, gimli::LittleEndian))
+    }
+
+    const OFFSETS_FIXTURE: &str = r#"package main
+
+import (
+	"context"
+	"fmt"
+	"runtime/pprof"
+)
+
+func main() {
+	pprof.Do(context.Background(), pprof.Labels("a", "b"), func(ctx context.Context) {
+		fmt.Println(pprof.Label(ctx, "a"))
+	})
+}
+"#;
+
+    /// For every toolchain, the offsets and wait reasons read from a
+    /// binary's DWARF are the checked-in table row of its version.
+    #[test]
+    fn goruntime_dwarf_offsets_match_table() {
+        let toolchains = go_toolchains();
+        let dir = fixture_dir();
+        for (version, go) in &toolchains {
+            let bin = build_go(
+                go,
+                &dir,
+                &format!("offsets-{version}"),
+                OFFSETS_FIXTURE,
+                &[],
+            );
+            let data = std::fs::read(&bin).unwrap();
+            let mut sections = None;
+            let dwarf = dwarf_of(&data, &mut sections);
+            let from_dwarf = from_dwarf(&dwarf).unwrap();
+            let (major, minor) = version_of(version);
+            let table =
+                for_version(major, minor).unwrap_or_else(|| panic!("{version} not in the table"));
+            assert_eq!(&from_dwarf, table, "{version}");
+            let file = object::File::parse(&*data).unwrap();
+            assert_eq!(from_elf(&file).unwrap(), from_dwarf);
+            let reasons = wait_reasons_from_elf(&file).unwrap();
+            assert_eq!(reasons, wait_reasons(major, minor).unwrap(), "{version}");
+            eprintln!("{version}: {from_dwarf:?}, {} wait reasons", reasons.len());
+        }
+    }
+
+    /// Running the generator again gives the checked-in table.
+    #[test]
+    fn goruntime_table_is_reproducible() {
+        let toolchains = go_toolchains();
+        if toolchains.is_empty() {
+            return;
+        }
+        let installed: Vec<String> = toolchains.iter().map(|(v, _)| format!("go{v}")).collect();
+        let in_table: Vec<&str> = table().iter().map(|e| e.toolchain).collect();
+        assert_eq!(
+            installed, in_table,
+            "the table was generated with other toolchains"
+        );
+        let out = tempfile::tempdir().unwrap();
+        let table_rs = out.path().join("runtime_table.rs");
+        run(Command::new(env!("CARGO"))
+            .args([
+                "run",
+                "-q",
+                "-p",
+                "profiler",
+                "--example",
+                "go_offsets",
+                "--",
+                "--out",
+            ])
+            .arg(&table_rs)
+            .args(toolchains.iter().map(|(_, go)| go))
+            .env("GOCACHE", fixture_dir().join("gocache"))
+            .current_dir(env!("CARGO_MANIFEST_DIR")));
+        let regenerated = std::fs::read_to_string(&table_rs).unwrap();
+        assert!(
+            regenerated == include_str!("runtime_table.rs"),
+            "regenerated table differs from runtime_table.rs"
+        );
+    }
+
+    // -- Live processes ----------------------------------------------------
+
+    /// Goroutines locked to their threads, each in its own loop under its
+    /// own labels, printing `worker NAME goid N tid T` before they start.
+    /// `CGO` and `NOTE` are replaced to make cgo builds call C.
+    const LIVE_FIXTURE: &str = r#"package main
+
+CGO
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+var (
+	ready sync.WaitGroup
+	start = make(chan struct{})
+	sink  [8]uint64
+)
+
+func goid() uint64 {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)]
+	id, err := strconv.ParseUint(strings.Fields(string(buf))[1], 10, 64)
+	if err != nil {
+		panic(err)
+	}
+	return id
+}
+
+//go:noinline
+func spinAlpha(i int) {
+	for {
+		sink[i]++
+	}
+}
+
+//go:noinline
+func spinBeta(i int) {
+	for {
+		sink[i] += sink[i]>>3 + 1
+	}
+}
+
+//go:noinline
+func spinGamma(i int) {
+	for {
+		sink[i] ^= sink[i]<<1 + 7
+	}
+}
+
+//go:noinline
+func spinDelta(i int) {
+	for {
+		sink[i] = sink[i]*3 + 1
+	}
+}
+
+//go:noinline
+func spinEpsilon(i int) {
+	for {
+		sink[i] -= 5
+	}
+}
+
+//go:noinline
+func spinZeta(i int) {
+	for {
+		sink[i] += uint64(i)
+	}
+}
+
+func sleepForever(int) {
+	ts := syscall.Timespec{Sec: 3600}
+	for {
+		syscall.Nanosleep(&ts, nil)
+	}
+}
+
+func worker(name string, work func(int), i int) func(context.Context) {
+	return func(context.Context) {
+		runtime.LockOSThread()
+		fmt.Printf("worker %s goid %d tid %d\n", name, goid(), syscall.Gettid())
+		ready.Done()
+		<-start
+		work(i)
+	}
+}
+
+func main() {
+	var many, more []string
+	for i := 0; i < 20; i++ {
+		many = append(many, fmt.Sprintf("k%02d", i), fmt.Sprintf("v%02d", i))
+	}
+	// Up to Go 1.23 the entry past 6 (Go 1.21) or 6.5 per bucket makes the
+	// map grow from 4 to 8 buckets and evacuates only 2 of the old ones: the
+	// map stays mid-growth.
+	n := 27
+	if strings.HasPrefix(runtime.Version(), "go1.21.") {
+		n = 25
+	}
+	for i := 0; i < n; i++ {
+		more = append(more, fmt.Sprintf("z%02d", i), fmt.Sprint(i))
+	}
+	long := strings.Repeat("0123456789", 10)
+	bg := context.Background()
+	ready.Add(7)
+	go pprof.Do(bg, pprof.Labels("worker", "alpha", "kind", "spin"), worker("alpha", spinAlpha, 0))
+	go pprof.Do(bg, pprof.Labels(many...), worker("beta", spinBeta, 1))
+	go pprof.Do(bg, pprof.Labels("worker", "gamma", "long", long), worker("gamma", spinGamma, 2))
+	go worker("delta", spinDelta, 3)(bg)
+	go pprof.Do(bg, pprof.Labels("outer", "1"), func(ctx context.Context) {
+		pprof.Do(ctx, pprof.Labels("inner", "2"), worker("epsilon", spinEpsilon, 4))
+	})
+	go pprof.Do(bg, pprof.Labels("worker", "sys"), worker("sys", sleepForever, 5))
+	go pprof.Do(bg, pprof.Labels(more...), worker("zeta", spinZeta, 6))
+	ready.Wait()
+	// Let every worker block on start, so that its wait reason is "chan receive".
+	time.Sleep(200 * time.Millisecond)
+	close(start)
+	fmt.Println("ready" + cgoNote())
+	select {}
+}
+
+NOTE
+"#;
+
+    /// Replaces `CGO` for the cgo builds (a C function, called by main).
+    const CGO_IMPORT: &str = "/*\nstatic int one(void) { return 1; }\n*/\nimport \"C\"\n";
+    const CGO_NOTE: &str = "func cgoNote() string { return fmt.Sprint(\" cgo \", C.one()) }\n";
+    const NO_CGO_NOTE: &str = "func cgoNote() string { return \"\" }\n";
+
+    /// How a fixture is built: name, cgo, `go build` flags.
+    const BUILD_MODES: [(&str, bool, &[&str]); 6] = [
+        ("static", false, &[]),
+        ("pie", false, &["-buildmode=pie"]),
+        ("cgo", true, &[]),
+        ("cgo-pie", true, &["-buildmode=pie"]),
+        ("cgo-internal", true, &["-ldflags=-linkmode=internal"]),
+        (
+            "cgo-static",
+            true,
+            &["-ldflags=-linkmode=external -extldflags=-static"],
+        ),
+    ];
+
+    /// The labels each worker was started with, sorted.
+    fn expected_labels(worker: &str, version: (u32, u32)) -> Vec<(String, String)> {
+        let pairs: Vec<(String, String)> = match worker {
+            "alpha" => vec![
+                ("kind".into(), "spin".into()),
+                ("worker".into(), "alpha".into()),
+            ],
+            "beta" => (0..20)
+                .map(|i| (format!("k{i:02}"), format!("v{i:02}")))
+                .collect(),
+            "gamma" => vec![
+                ("long".into(), "0123456789".repeat(10)),
+                ("worker".into(), "gamma".into()),
+            ],
+            "delta" => vec![],
+            "epsilon" => vec![("inner".into(), "2".into()), ("outer".into(), "1".into())],
+            "sys" => vec![("worker".into(), "sys".into())],
+            "zeta" => {
+                let n = if version == (1, 21) { 25 } else { 27 };
+                (0..n)
+                    .map(|i| (format!("z{i:02}"), i.to_string()))
+                    .collect()
+            }
+            other => panic!("unknown worker {other}"),
+        };
+        let mut sorted = pairs;
+        sorted.sort();
+        sorted
+    }
+
+    /// A running fixture, killed when dropped.
+    struct LiveProcess {
+        child: Child,
+        /// worker name → (goid, tid)
+        workers: HashMap<String, (u64, i32)>,
+    }
+
+    impl Drop for LiveProcess {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn start(bin: &Path) -> LiveProcess {
+        let child = Command::new(bin)
+            .env("GOMAXPROCS", "10")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut process = LiveProcess {
+            child,
+            workers: HashMap::new(),
+        };
+        let stdout = process.child.stdout.take().unwrap();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if line.starts_with("ready") {
+                return process;
+            }
+            let f: Vec<&str> = line.split_whitespace().collect();
+            assert!(f.len() == 6 && f[0] == "worker", "{line}");
+            process.workers.insert(
+                f[1].to_owned(),
+                (f[3].parse().unwrap(), f[5].parse().unwrap()),
+            );
+        }
+        panic!("{} exited before it was ready", bin.display());
+    }
+
+    /// Stops thread `tid` (without a signal: PTRACE_SEIZE + INTERRUPT),
+    /// calls `f` with its fs base while it is stopped, and lets it go.
+    fn with_thread_stopped<T>(tid: i32, f: impl FnOnce(u64) -> T) -> T {
+        let null = std::ptr::null_mut::<libc::c_void>();
+        // SAFETY: ptrace requests on a thread of our own child, with the
+        // argument types each request expects; `regs` outlives the call.
+        unsafe {
+            assert_eq!(
+                libc::ptrace(libc::PTRACE_SEIZE, tid, null, null),
+                0,
+                "seize {tid}"
+            );
+            assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, tid, null, null), 0);
+            let mut status = 0;
+            assert_eq!(libc::waitpid(tid, &mut status, libc::__WALL), tid);
+            let mut regs: libc::user_regs_struct = std::mem::zeroed();
+            let got = libc::ptrace(libc::PTRACE_GETREGS, tid, null, &mut regs as *mut _);
+            let result = f(regs.fs_base);
+            assert_eq!(libc::ptrace(libc::PTRACE_DETACH, tid, null, null), 0);
+            assert_eq!(got, 0, "getregs {tid}");
+            result
+        }
+    }
+
+    /// How a process is read: offsets and TLS offset.
+    struct Knowledge {
+        version: (u32, u32),
+        offsets: GoOffsets,
+        tls: i64,
+    }
+
+    /// Reads every worker of `process` until it is seen on its own
+    /// goroutine (not between two time slices in the scheduler) and checks
+    /// it. Returns how many samples were taken.
+    fn check_workers(what: &str, process: &LiveProcess, k: &Knowledge) -> usize {
+        let pid = process.child.id();
+        let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+        let reasons = wait_reasons(k.version.0, k.version.1).unwrap();
+        let roomy = Limits {
+            max_labels: 32,
+            ..Limits::default()
+        };
+        let short_values = Limits {
+            max_value_len: 64,
+            ..roomy
+        };
+        let mut samples = 0;
+        let mut workers: Vec<_> = process.workers.iter().collect();
+        workers.sort();
+        assert_eq!(workers.len(), 7, "{what}");
+        for (name, &(goid, tid)) in workers {
+            let want = expected_labels(name, k.version);
+            // What the samples that did not count saw, and how often.
+            let mut seen = BTreeMap::<String, usize>::new();
+            let checked = (0..500).any(|_| {
+                samples += 1;
+                let [state, defaults, short] = with_thread_stopped(tid, |fs_base| {
+                    [roomy, Limits::default(), short_values].map(|limits| {
+                        read_goroutine(&mem, fs_base, k.tls, &k.offsets, limits).unwrap()
+                    })
+                });
+                let Some(g) = state.goroutine.as_ref() else {
+                    *seen
+                        .entry(format!("no user goroutine on g {:#x}", state.g))
+                        .or_default() += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    return false;
+                };
+                let context = format!("{what} {name}: {state:x?}");
+                assert_eq!(g.goid, goid, "{context}");
+                assert_eq!(sorted_pairs(&g.labels), want, "{context}");
+                assert!(!g.labels.any_truncated(), "{context}");
+                assert_eq!(g.labels.total, want.len() as u64, "{context}");
+                if matches!(k.offsets.labels, LabelLayout::Slice(_)) {
+                    assert!(
+                        g.labels.list.windows(2).all(|w| w[0].key < w[1].key),
+                        "{context}"
+                    );
+                }
+                assert_eq!(
+                    reasons.get(usize::from(g.wait_reason)),
+                    Some(&"chan receive"),
+                    "{context}"
+                );
+                // The default limits keep 16 of beta's 20 labels; for the
+                // sorted slice, the first 16.
+                let d = &defaults.goroutine.as_ref().unwrap().labels;
+                assert_eq!(d.truncated, want.len() > 16, "{context}");
+                assert_eq!(d.list.len(), want.len().min(16), "{context}");
+                let kept = sorted_pairs(d);
+                assert!(kept.iter().all(|p| want.contains(p)), "{context}");
+                if matches!(k.offsets.labels, LabelLayout::Slice(_)) {
+                    assert_eq!(kept, want[..want.len().min(16)], "{context}");
+                }
+                // 64-byte values cut gamma's 100-byte one.
+                let s = &short.goroutine.as_ref().unwrap().labels;
+                let long = s.list.iter().find(|l| l.key == b"long");
+                assert_eq!(long.is_some(), name == "gamma", "{context}");
+                if let Some(long) = long {
+                    assert!(long.value_truncated() && s.any_truncated(), "{context}");
+                    assert_eq!((long.value.len(), long.value_len), (64, 100), "{context}");
+                    assert_eq!(
+                        long.value,
+                        "0123456789".repeat(10).as_bytes()[..64],
+                        "{context}"
+                    );
+                }
+                if let (LabelLayout::Map(m), "zeta") = (k.offsets.labels, name.as_str()) {
+                    let label_map = read_u64(&mem, g.addr + u64::from(k.offsets.g_labels)).unwrap();
+                    let hmap = read_u64(&mem, label_map).unwrap();
+                    let old = read_u64(&mem, hmap + u64::from(m.hmap_oldbuckets)).unwrap();
+                    assert_ne!(old, 0, "{context}: the map is not growing");
+                }
+                let status = k.offsets.status.classify(g.status);
+                if state.system_stack {
+                    // g0 or gsignal working for the goroutine: any status
+                    // it can have while owning the thread.
+                    assert!(
+                        matches!(
+                            status,
+                            GStatus::Running | GStatus::Runnable | GStatus::Syscall
+                        ),
+                        "{context}"
+                    );
+                    *seen
+                        .entry(format!("system stack, curg {status:?}"))
+                        .or_default() += 1;
+                    return false;
+                }
+                let expected = if name == "sys" {
+                    GStatus::Syscall
+                } else {
+                    GStatus::Running
+                };
+                assert_eq!(status, expected, "{context}");
+                true
+            });
+            assert!(
+                checked,
+                "{what} {name}: never seen on its goroutine: {seen:?}"
+            );
+        }
+        samples
+    }
+
+    /// Functions of the symbol table: what `.gopclntab` gives for stripped
+    /// binaries.
+    fn function_finder(file: &object::File<'_>) -> impl Fn(&str) -> Option<(u64, u64)> + use<> {
+        let functions: HashMap<String, (u64, u64)> = file
+            .symbols()
+            .filter(|s| s.kind() == object::SymbolKind::Text)
+            .filter_map(|s| Some((s.name().ok()?.to_owned(), (s.address(), s.size()))))
+            .collect();
+        move |name| functions.get(name).copied()
+    }
+
+    /// For every toolchain and build mode (static, PIE, cgo, cgo + PIE,
+    /// cgo linked internally, static cgo), reads the goroutine of each worker thread of a live
+    /// fixture: with offsets from DWARF and the TLS offset from the symbol
+    /// table, and, on a stripped copy, with the version table and the TLS
+    /// offset found in the stripped file's code.
+    #[test]
+    fn goruntime_reads_live_goroutines() {
+        if !cfg!(target_arch = "x86_64") {
+            eprintln!("SKIPPED: the TLS slot of g is only known on x86-64");
+            return;
+        }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED: reading other threads' registers needs root");
+            return;
+        }
+        let dir = fixture_dir();
+        let mut report = Vec::new();
+        for (version, go) in go_toolchains() {
+            let version_pair = version_of(&version);
+            for (mode, cgo, flags) in BUILD_MODES {
+                let src = LIVE_FIXTURE
+                    .replace("CGO\n", if cgo { CGO_IMPORT } else { "" })
+                    .replace("NOTE\n", if cgo { CGO_NOTE } else { NO_CGO_NOTE });
+                let name = format!("live-{version}-{mode}");
+                let bin = build_go(&go, &dir, &name, &src, flags);
+                let stripped = dir.join(format!("{name}-stripped"));
+                run(Command::new("objcopy")
+                    .arg("--strip-all")
+                    .arg(&bin)
+                    .arg(&stripped));
+                let data = std::fs::read(&bin).unwrap();
+                let file = object::File::parse(&*data).unwrap();
+                let find = function_finder(&file);
+                let offsets = from_elf(&file).unwrap();
+                assert_eq!(
+                    Some(&offsets),
+                    for_version(version_pair.0, version_pair.1),
+                    "{name}"
+                );
+                let tls = g_tls_offset(&file, &find).unwrap();
+                if !cgo {
+                    assert_eq!(tls, -8, "{name}: internal linking puts g at -8(FS)");
+                }
+                let stripped_data = std::fs::read(&stripped).unwrap();
+                let stripped_file = object::File::parse(&*stripped_data).unwrap();
+                assert!(from_elf(&stripped_file).is_err(), "{name}: not stripped");
+                assert!(function_finder(&stripped_file)("runtime.morestack.abi0").is_none());
+                let stripped_tls = g_tls_offset(&stripped_file, &find).unwrap();
+                assert_eq!(stripped_tls, tls, "{name}");
+
+                let samples = check_workers(
+                    &name,
+                    &start(&bin),
+                    &Knowledge {
+                        version: version_pair,
+                        offsets,
+                        tls,
+                    },
+                );
+                let stripped_samples = check_workers(
+                    &format!("{name}-stripped"),
+                    &start(&stripped),
+                    &Knowledge {
+                        version: version_pair,
+                        offsets: *for_version(version_pair.0, version_pair.1).unwrap(),
+                        tls: stripped_tls,
+                    },
+                );
+                report.push(format!(
+                    "{name}: TLS {tls}, {samples} + {stripped_samples} samples"
+                ));
+            }
+        }
+        eprintln!("{}", report.join("\n"));
+    }
 }

@@ -682,8 +682,11 @@ pub fn wait_reasons_from_elf(file: &object::File<'_>) -> Result<Vec<String>, Err
             .count
             .ok_or_else(|| layout(NAME, "array without count"))?;
         let ptr = u64::from(index.address_size);
-        let headers = file_bytes(file, addr, count.saturating_mul(2 * ptr))
-            .ok_or(Error::Read { addr, len: 0 })?;
+        let size = count.saturating_mul(2 * ptr);
+        let headers = file_bytes(file, addr, size).ok_or(Error::Read {
+            addr,
+            len: usize::try_from(size).unwrap_or(usize::MAX),
+        })?;
         headers
             .chunks_exact(16)
             .map(|h| {
@@ -752,6 +755,15 @@ const TLS_PROBE_BYTES: u64 = 128;
 /// - the `runtime.tlsg` symbol (when the symbol table has it) placed in the
 ///   `PT_TLS` segment, which is the executable's block just below the thread
 ///   pointer (x86-64 TLS variant II).
+///
+/// Observed with Go 1.21-1.27 and glibc: -8 for static, PIE, cgo (dynamic,
+/// internally or externally linked) and cgo + PIE binaries; -88 for cgo
+/// linked statically against glibc, whose own TLS shares the block.
+///
+/// amd64 has no `runtime.load_g`/`save_g` (the ports that keep `g` in a
+/// register, like arm64, have them, and use `TPIDR_EL0` plus
+/// `runtime.tls_g`): other architectures return
+/// [`Error::UnsupportedArch`] for now.
 pub fn g_tls_offset(
     file: &object::File<'_>,
     find_function: &dyn Fn(&str) -> Option<(u64, u64)>,
@@ -907,8 +919,10 @@ fn decode_fs_access(code: &[u8], addr: u64, got: &dyn Fn(u64) -> Option<i64>) ->
             }
             if sib & 7 == 5 {
                 // No base: absolute disp32, sign-extended.
-                let disp = le_u32(code, i + 5)? as i32;
-                return valid(i64::from(disp));
+                let Some(disp) = le_u32(code, i + 5) else {
+                    continue;
+                };
+                return valid(i64::from(disp as i32));
             }
             (sib & 7) | ((rex & 1) << 3)
         } else {
@@ -1084,7 +1098,7 @@ fn read_u8(mem: &dyn Memory, addr: u64) -> Result<u8, Error> {
 }
 
 /// Decodes the goroutine of the thread whose thread pointer is `fs_base`,
-/// exactly as the BPF program does:
+/// exactly as the BPF program does (64-bit little-endian targets):
 ///
 /// 1. `g = *(fs_base + tls_off)`; 0 → no goroutine.
 /// 2. `m = *(g + g_m)`, `curg = *(m + m_curg)`; `system_stack = g != curg`;
@@ -1274,7 +1288,7 @@ fn read_map_labels(
             }
             if labels.list.len() >= limits.max_labels {
                 labels.truncated = true;
-                continue;
+                return Ok(labels);
             }
             let key = m.bucket_keys as usize + slot * stride;
             let value = m.bucket_values as usize + slot * stride;
@@ -1283,6 +1297,10 @@ fn read_map_labels(
                 .push(label_at(mem, &bucket, key, value, limits)?);
         }
         overflow = le_u64(&bucket, m.bucket_overflow as usize).unwrap_or(0);
+        if labels.list.len() as u64 >= count {
+            // All found: the rest of the buckets are empty.
+            return Ok(labels);
+        }
     }
     if overflow != 0 || next_new < nbuckets || next_old < nold {
         labels.truncated = true;
@@ -1537,8 +1555,15 @@ mod tests {
         let second = bucket(&mut mem, &m, &[(7, 5, "f", "6")], 0);
         mem.regions.get_mut(&old).unwrap().extend(second);
         mem.write(hmap + u64::from(m.hmap_flags), &[m.same_size_grow]);
+        mem.write(hmap + u64::from(m.hmap_count), &6u64.to_le_bytes());
         let labels = read_map_labels(&mem, label_map, &m, Limits::default()).unwrap();
         assert_eq!(sorted_pairs(&labels).len(), 6);
+        assert!(!labels.truncated);
+        // Reading stops once `count` labels are found: with a count of 4 the
+        // old buckets are not read.
+        mem.write(hmap + u64::from(m.hmap_count), &4u64.to_le_bytes());
+        let labels = read_map_labels(&mem, label_map, &m, Limits::default()).unwrap();
+        assert_eq!(sorted_pairs(&labels).len(), 4);
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod bpf;
 pub mod cli;
 pub mod config;
 pub mod encode;
+pub mod golang;
 pub mod ingest;
 pub mod metrics;
 pub mod process;

@@ -1,0 +1,241 @@
+//! Regenerates `profiler/src/golang/runtime_table.rs`, the Go runtime layouts
+//! used for binaries without DWARF.
+//!
+//! ```sh
+//! cargo run -p profiler --example go_offsets -- [--out FILE] GO...
+//! ```
+//!
+//! For each `go` command given (one per toolchain), builds a small fixture
+//! that links `runtime/pprof`, reads its offsets from DWARF
+//! (`golang::runtime::from_elf`) and its wait reason strings from its data,
+//! and writes one table row per Go minor release, oldest first. Toolchains of
+//! the same minor release must agree. The output depends only on the
+//! toolchains, so running it again gives the same file byte for byte.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use profiler::golang::runtime::{self, GoOffsets, LabelLayout};
+
+/// Links `runtime/pprof` (so `labelMap` and its element types are in DWARF)
+/// and sets labels.
+const FIXTURE: &str = r#"package main
+
+import (
+	"context"
+	"fmt"
+	"runtime/pprof"
+)
+
+func main() {
+	pprof.Do(context.Background(), pprof.Labels("k", "v"), func(ctx context.Context) {
+		v, _ := pprof.Label(ctx, "k")
+		fmt.Println(v)
+	})
+}
+"#;
+
+/// What one toolchain gave.
+struct Row {
+    version: String,
+    offsets: GoOffsets,
+    wait_reasons: Vec<String>,
+}
+
+fn main() -> Result<()> {
+    let mut args = std::env::args_os().skip(1);
+    let mut out = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/golang/runtime_table.rs");
+    let mut gos = Vec::new();
+    while let Some(arg) = args.next() {
+        if arg == "--out" {
+            out = args.next().context("--out needs a file")?.into();
+        } else {
+            gos.push(PathBuf::from(arg));
+        }
+    }
+    ensure!(!gos.is_empty(), "usage: go_offsets [--out FILE] GO...");
+    let work = tempfile::tempdir()?;
+    let rows = gos
+        .iter()
+        .enumerate()
+        .map(|(i, go)| read_toolchain(go, &work.path().join(i.to_string())))
+        .collect::<Result<Vec<_>>>()?;
+    std::fs::write(&out, render(rows)?).with_context(|| format!("writing {}", out.display()))?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
+/// Builds the fixture with `go` in `dir` and reads it.
+fn read_toolchain(go: &Path, dir: &Path) -> Result<Row> {
+    std::fs::create_dir_all(dir)?;
+    let env = |cmd: &mut Command| {
+        cmd.env("GOTOOLCHAIN", "local")
+            .env("GOFLAGS", "-mod=mod")
+            .env("GOPROXY", "off")
+            .env("CGO_ENABLED", "0");
+    };
+    let mut cmd = Command::new(go);
+    env(cmd.args(["env", "GOVERSION"]));
+    let output = cmd
+        .output()
+        .with_context(|| format!("running {}", go.display()))?;
+    ensure!(
+        output.status.success(),
+        "{} env GOVERSION failed",
+        go.display()
+    );
+    let version = String::from_utf8(output.stdout)?.trim().to_owned();
+    std::fs::write(dir.join("main.go"), FIXTURE)?;
+    std::fs::write(dir.join("go.mod"), "module fixture\n\ngo 1.21\n")?;
+    let bin = dir.join("fixture");
+    let mut cmd = Command::new(go);
+    env(cmd
+        .arg("build")
+        .arg("-o")
+        .arg(&bin)
+        .arg(".")
+        .current_dir(dir));
+    ensure!(cmd.status()?.success(), "{version}: go build failed");
+    let data = std::fs::read(&bin)?;
+    let file = object::File::parse(&*data)?;
+    Ok(Row {
+        offsets: runtime::from_elf(&file).with_context(|| format!("{version}: offsets"))?,
+        wait_reasons: runtime::wait_reasons_from_elf(&file)
+            .with_context(|| format!("{version}: wait reasons"))?,
+        version,
+    })
+}
+
+/// `go1.21.13` → (1, 21, 13).
+fn parse_version(v: &str) -> Result<(u32, u32, u32)> {
+    let mut parts = v
+        .strip_prefix("go")
+        .with_context(|| format!("bad version {v}"))?
+        .split(['.', '-', ' '])
+        .map(|p| p.parse::<u32>());
+    let mut next = || -> Result<u32> { Ok(parts.next().transpose()?.unwrap_or(0)) };
+    Ok((next()?, next()?, next()?))
+}
+
+fn render(rows: Vec<Row>) -> Result<String> {
+    // One row per minor release: the newest patch release given, after
+    // checking that all patch releases agree.
+    let mut by_minor: BTreeMap<(u32, u32), (u32, Row)> = BTreeMap::new();
+    for row in rows {
+        let (major, minor, patch) = parse_version(&row.version)?;
+        if let Some((old_patch, old)) = by_minor.get(&(major, minor)) {
+            if old.offsets != row.offsets || old.wait_reasons != row.wait_reasons {
+                bail!("{} and {} differ", old.version, row.version);
+            }
+            if *old_patch >= patch {
+                continue;
+            }
+        }
+        by_minor.insert((major, minor), (patch, row));
+    }
+    let mut s = String::new();
+    s.push_str(
+        "//! Go runtime layouts and wait reasons per Go release (amd64), for binaries\n\
+         //! without DWARF.\n\
+         //!\n\
+         //! GENERATED by `cargo run -p profiler --example go_offsets -- GO...` from a\n\
+         //! fixture built with each official toolchain: do not edit by hand. The test\n\
+         //! `goruntime_table_is_reproducible` regenerates it and compares.\n\
+         \n\
+         use super::{GoOffsets, LabelLayout, MapLayout, SliceLayout, StatusValues, VersionEntry};\n\
+         \n\
+         pub(super) static TABLE: &[VersionEntry] = &[\n",
+    );
+    for ((major, minor), (_, row)) in &by_minor {
+        let o = &row.offsets;
+        writeln!(s, "    VersionEntry {{")?;
+        writeln!(s, "        major: {major},")?;
+        writeln!(s, "        minor: {minor},")?;
+        writeln!(s, "        toolchain: {:?},", row.version)?;
+        writeln!(s, "        offsets: GoOffsets {{")?;
+        for (name, value) in [
+            ("ptr_size", o.ptr_size),
+            ("g_m", o.g_m),
+            ("g_goid", o.g_goid),
+            ("g_atomicstatus", o.g_atomicstatus),
+            ("g_waitreason", o.g_waitreason),
+            ("g_labels", o.g_labels),
+            ("m_curg", o.m_curg),
+        ] {
+            writeln!(s, "            {name}: {value},")?;
+        }
+        match &o.labels {
+            LabelLayout::NotLinked => {
+                bail!("{}: the fixture does not link runtime/pprof", row.version)
+            }
+            LabelLayout::Map(m) => {
+                writeln!(s, "            labels: LabelLayout::Map(MapLayout {{")?;
+                for (name, value) in [
+                    ("hmap_count", m.hmap_count),
+                    ("hmap_flags", m.hmap_flags),
+                    ("hmap_b", m.hmap_b),
+                    ("hmap_buckets", m.hmap_buckets),
+                    ("hmap_oldbuckets", m.hmap_oldbuckets),
+                    ("bucket_size", m.bucket_size),
+                    ("bucket_slots", m.bucket_slots),
+                    ("bucket_tophash", m.bucket_tophash),
+                    ("bucket_keys", m.bucket_keys),
+                    ("bucket_values", m.bucket_values),
+                    ("bucket_overflow", m.bucket_overflow),
+                    ("min_top_hash", m.min_top_hash.into()),
+                    ("same_size_grow", m.same_size_grow.into()),
+                ] {
+                    writeln!(s, "                {name}: {value},")?;
+                }
+            }
+            LabelLayout::Slice(l) => {
+                writeln!(s, "            labels: LabelLayout::Slice(SliceLayout {{")?;
+                for (name, value) in [
+                    ("list", l.list),
+                    ("label_size", l.label_size),
+                    ("label_key", l.label_key),
+                    ("label_value", l.label_value),
+                ] {
+                    writeln!(s, "                {name}: {value},")?;
+                }
+            }
+        }
+        writeln!(s, "            }}),")?;
+        let st = &o.status;
+        writeln!(s, "            status: StatusValues {{")?;
+        for (name, value) in [
+            ("idle", st.idle),
+            ("runnable", st.runnable),
+            ("running", st.running),
+            ("syscall", st.syscall),
+            ("waiting", st.waiting),
+            ("dead", st.dead),
+            ("copystack", st.copystack),
+            ("preempted", st.preempted),
+        ] {
+            writeln!(s, "                {name}: {value},")?;
+        }
+        for (name, value) in [("leaked", st.leaked), ("deadextra", st.deadextra)] {
+            match value {
+                Some(v) => writeln!(s, "                {name}: Some({v}),")?,
+                None => writeln!(s, "                {name}: None,")?,
+            }
+        }
+        writeln!(s, "                scan: {:#x},", st.scan)?;
+        writeln!(s, "            }},")?;
+        writeln!(s, "        }},")?;
+        writeln!(s, "        wait_reasons: &[")?;
+        for reason in &row.wait_reasons {
+            writeln!(s, "            {reason:?},")?;
+        }
+        writeln!(s, "        ],")?;
+        writeln!(s, "    }},")?;
+    }
+    s.push_str("];\n");
+    Ok(s)
+}

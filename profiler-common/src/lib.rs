@@ -19,6 +19,8 @@
 //! skip it. [`SampleRecord::parse`] is the one decoder of this layout.
 #![no_std]
 
+pub mod golang;
+
 pub mod unwind;
 
 /// Most kernel frames captured per sample (the kernel's default

@@ -93,6 +93,61 @@ pub struct GoOffsets {
     pub status: StatusValues,
 }
 
+impl GoOffsets {
+    /// The offsets as the BPF program (and its shared reader in
+    /// `profiler_common::golang`) takes them; fails if one does not fit 16 bits.
+    pub fn to_bpf(&self) -> Result<profiler_common::golang::GoOffsets, Error> {
+        use profiler_common::golang::{GoOffsets as Bpf, labels_layout};
+        let narrow = |v: u32, what: &str| {
+            u16::try_from(v).map_err(|_| layout(what, "offset does not fit 16 bits"))
+        };
+        let mut b = Bpf {
+            g_m: narrow(self.g_m, "g.m")?,
+            g_goid: narrow(self.g_goid, "g.goid")?,
+            g_atomicstatus: narrow(self.g_atomicstatus, "g.atomicstatus")?,
+            g_waitreason: narrow(self.g_waitreason, "g.waitreason")?,
+            g_labels: narrow(self.g_labels, "g.labels")?,
+            m_curg: narrow(self.m_curg, "m.curg")?,
+            status_scan: self.status.scan,
+            ..Bpf::default()
+        };
+        match &self.labels {
+            LabelLayout::NotLinked => b.labels_layout = labels_layout::NONE,
+            LabelLayout::Map(m) => {
+                if m.bucket_size as usize > profiler_common::golang::MAX_BUCKET_BYTES {
+                    return Err(layout("map bucket", "larger than the BPF copy"));
+                }
+                b.labels_layout = labels_layout::MAP;
+                b.min_top_hash = m.min_top_hash;
+                b.same_size_grow = m.same_size_grow;
+                b.bucket_slots = u8::try_from(m.bucket_slots)
+                    .map_err(|_| layout("map bucket", "too many slots"))?;
+                b.hmap_count = narrow(m.hmap_count, "hmap.count")?;
+                b.hmap_flags = narrow(m.hmap_flags, "hmap.flags")?;
+                b.hmap_b = narrow(m.hmap_b, "hmap.B")?;
+                b.hmap_buckets = narrow(m.hmap_buckets, "hmap.buckets")?;
+                b.hmap_oldbuckets = narrow(m.hmap_oldbuckets, "hmap.oldbuckets")?;
+                b.bucket_size = narrow(m.bucket_size, "bucket size")?;
+                b.bucket_tophash = narrow(m.bucket_tophash, "bucket.tophash")?;
+                b.bucket_keys = narrow(m.bucket_keys, "bucket.keys")?;
+                b.bucket_values = narrow(m.bucket_values, "bucket.values")?;
+                b.bucket_overflow = narrow(m.bucket_overflow, "bucket.overflow")?;
+            }
+            LabelLayout::Slice(s) => {
+                if s.label_size as usize > profiler_common::golang::MAX_BUCKET_BYTES {
+                    return Err(layout("label", "larger than the BPF copy"));
+                }
+                b.labels_layout = labels_layout::SLICE;
+                b.slice_list = narrow(s.list, "labelMap.list")?;
+                b.label_size = narrow(s.label_size, "label size")?;
+                b.label_key = narrow(s.label_key, "label.key")?;
+                b.label_value = narrow(s.label_value, "label.value")?;
+            }
+        }
+        Ok(b)
+    }
+}
+
 /// Layout of the pprof label set that a non-nil `g.labels` points to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LabelLayout {
@@ -2047,6 +2102,93 @@ NOTE
     /// Reads every worker of `process` until it is seen on its own
     /// goroutine (not between two time slices in the scheduler) and checks
     /// it. Returns how many samples were taken.
+    /// What the shared no_std reader (the one the BPF program runs) reads:
+    /// the sample part and, when there is a label set, the labels record.
+    fn read_with_core(
+        mem: &std::fs::File,
+        fs_base: u64,
+        tls: i64,
+        o: &GoOffsets,
+    ) -> (
+        profiler_common::golang::GoSampleExt,
+        Option<Box<profiler_common::golang::GoLabelsRecord>>,
+    ) {
+        use profiler_common::golang::{self as core, GoMemory};
+        struct Proc<'a>(&'a std::fs::File);
+        impl GoMemory for Proc<'_> {
+            fn read(&self, addr: u64, dst: &mut [u8]) -> bool {
+                Memory::read(self.0, addr, dst)
+            }
+        }
+        let bpf = o.to_bpf().unwrap();
+        let g = read_u64(mem, fs_base.wrapping_add_signed(tls)).unwrap();
+        let mut ext = core::GoSampleExt::default();
+        core::read_state(&Proc(mem), g, &bpf, &mut ext);
+        if ext.labels == 0 {
+            return (ext, None);
+        }
+        let mut rec = Box::new(core::GoLabelsRecord {
+            kind: 0,
+            pid: 0,
+            labels: ext.labels,
+            fingerprint: ext.labels_fingerprint,
+            total: 0,
+            count: 0,
+            list: [core::GoLabel::EMPTY; core::MAX_GO_LABELS],
+        });
+        let mut bucket = [0u8; core::MAX_BUCKET_BYTES];
+        core::read_labels(&Proc(mem), ext.labels, &bpf, &mut rec, &mut bucket).unwrap();
+        (ext, Some(rec))
+    }
+
+    fn assert_core_agrees(
+        core: &(
+            profiler_common::golang::GoSampleExt,
+            Option<Box<profiler_common::golang::GoLabelsRecord>>,
+        ),
+        reference: &GoroutineState,
+        context: &str,
+    ) {
+        use profiler_common::golang::go_flags;
+        let (ext, labels) = core;
+        assert_eq!(ext.flags & go_flags::READ_ERROR, 0, "{context}");
+        assert_eq!(
+            ext.flags & go_flags::SYSTEM_STACK != 0,
+            reference.system_stack,
+            "{context}"
+        );
+        let Some(g) = &reference.goroutine else {
+            assert_ne!(ext.flags & go_flags::NO_GOROUTINE, 0, "{context}");
+            return;
+        };
+        assert_eq!(
+            (ext.goid, ext.status, ext.wait_reason),
+            (g.goid, g.status, g.wait_reason),
+            "{context}"
+        );
+        let got: Vec<(Vec<u8>, u64, Vec<u8>, u64)> = labels
+            .iter()
+            .flat_map(|r| r.list[..r.count as usize].iter())
+            .map(|l| {
+                (
+                    l.key().to_vec(),
+                    u64::from(l.key_len),
+                    l.value().to_vec(),
+                    u64::from(l.value_len),
+                )
+            })
+            .collect();
+        let want: Vec<(Vec<u8>, u64, Vec<u8>, u64)> = g
+            .labels
+            .list
+            .iter()
+            .map(|l| (l.key.clone(), l.key_len, l.value.clone(), l.value_len))
+            .collect();
+        assert_eq!(got, want, "{context}");
+        let total = labels.as_ref().map_or(0, |r| u64::from(r.total));
+        assert_eq!(total, g.labels.total, "{context}");
+    }
+
     fn check_workers(what: &str, process: &LiveProcess, k: &Knowledge) -> usize {
         let pid = process.child.id();
         let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
@@ -2069,11 +2211,15 @@ NOTE
             let mut seen = BTreeMap::<String, usize>::new();
             let checked = (0..500).any(|_| {
                 samples += 1;
-                let [state, defaults, short] = with_thread_stopped(tid, |fs_base| {
-                    [roomy, Limits::default(), short_values].map(|limits| {
+                let ([state, defaults, short], core) = with_thread_stopped(tid, |fs_base| {
+                    let reads = [roomy, Limits::default(), short_values].map(|limits| {
                         read_goroutine(&mem, fs_base, k.tls, &k.offsets, limits).unwrap()
-                    })
+                    });
+                    (reads, read_with_core(&mem, fs_base, k.tls, &k.offsets))
                 });
+                // The BPF program's reader (profiler_common::golang) sees
+                // exactly what this reference reader sees with the default limits.
+                assert_core_agrees(&core, &defaults, &format!("{what} {name}"));
                 let Some(g) = state.goroutine.as_ref() else {
                     *seen
                         .entry(format!("no user goroutine on g {:#x}", state.g))

@@ -293,23 +293,31 @@ fn copy_string<M: GoMemory + ?Sized, const N: usize>(
     Some(u32::try_from(len).unwrap_or(u32::MAX))
 }
 
+/// The little-endian u64 at `off` of a copied bucket or label. The bound
+/// check is written so the verifier sees it on the register it indexes with.
+#[inline(always)]
+fn word_at(bytes: &[u8; MAX_BUCKET_BYTES], off: usize) -> Option<u64> {
+    if off > MAX_BUCKET_BYTES - 8 {
+        return None;
+    }
+    // SAFETY: `off + 8 <= MAX_BUCKET_BYTES`.
+    Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().add(off).cast::<u64>()) })
+}
+
+/// The byte at `off` of a copied bucket.
+#[inline(always)]
+fn byte_at(bytes: &[u8; MAX_BUCKET_BYTES], off: usize) -> Option<u8> {
+    if off > MAX_BUCKET_BYTES - 1 {
+        return None;
+    }
+    // SAFETY: `off < MAX_BUCKET_BYTES`.
+    Some(unsafe { *bytes.as_ptr().add(off) })
+}
+
 /// The Go string header (pointer, length) at `off` of copied bytes.
 #[inline(always)]
-fn string_header(bytes: &[u8], off: usize) -> Option<(u64, u64)> {
-    let h = bytes.get(off..off + 16)?;
-    let word = |i: usize| {
-        u64::from_le_bytes([
-            h[i],
-            h[i + 1],
-            h[i + 2],
-            h[i + 3],
-            h[i + 4],
-            h[i + 5],
-            h[i + 6],
-            h[i + 7],
-        ])
-    };
-    Some((word(0), word(8)))
+fn string_header(bytes: &[u8; MAX_BUCKET_BYTES], off: usize) -> Option<(u64, u64)> {
+    Some((word_at(bytes, off)?, word_at(bytes, off + 8)?))
 }
 
 /// Copies the label whose key and value string headers are at `key` and
@@ -317,7 +325,7 @@ fn string_header(bytes: &[u8], off: usize) -> Option<(u64, u64)> {
 #[inline(always)]
 fn read_label<M: GoMemory + ?Sized>(
     mem: &M,
-    bytes: &[u8],
+    bytes: &[u8; MAX_BUCKET_BYTES],
     key: usize,
     value: usize,
     out: &mut GoLabel,
@@ -329,9 +337,183 @@ fn read_label<M: GoMemory + ?Sized>(
     Some(())
 }
 
+/// Steps [`read_labels`] takes at most: one per label slot visited.
+pub const MAX_LABEL_STEPS: u32 = (MAX_BUCKET_READS * 8) as u32;
+
+/// Where reading a label set stands between [`labels_step`]s. BPF keeps it
+/// in a map so each step can run in its own `bpf_loop` callback.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LabelsCursor {
+    /// Slice: the label array. Map: `hmap.buckets`.
+    pub base: u64,
+    /// Map: `hmap.oldbuckets`.
+    pub old: u64,
+    /// Slice length or map count.
+    pub len: u64,
+    pub nbuckets: u64,
+    pub nold: u64,
+    pub next_new: u64,
+    pub next_old: u64,
+    /// Next slot of the loaded bucket (slice: next label index).
+    pub slot: u32,
+    /// Buckets read so far.
+    pub bucket_reads: u32,
+    /// A bucket is loaded in the scratch buffer.
+    pub loaded: u32,
+    pub reserved: u32,
+}
+
+/// What a [`labels_step`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Continue,
+    Done,
+    Error,
+}
+
+/// Starts reading the set at `labels`: sets `out.total`, clears
+/// `out.count`. `None` on a read error or when there is nothing to read.
+#[inline(always)]
+pub fn labels_begin<M: GoMemory + ?Sized>(
+    mem: &M,
+    labels: u64,
+    o: &GoOffsets,
+    out: &mut GoLabelsRecord,
+) -> Result<Option<LabelsCursor>, ()> {
+    out.total = 0;
+    out.count = 0;
+    let mut c = LabelsCursor::default();
+    if o.labels_layout == labels_layout::SLICE {
+        let header = at(labels, o.slice_list);
+        c.base = mem.u64_at(header).ok_or(())?;
+        c.len = mem.u64_at(header.wrapping_add(8)).ok_or(())?;
+    } else if o.labels_layout == labels_layout::MAP {
+        let hmap = mem.u64_at(labels).ok_or(())?;
+        if hmap == 0 {
+            return Ok(None);
+        }
+        c.len = mem.u64_at(at(hmap, o.hmap_count)).ok_or(())?;
+        let flags = mem.u8_at(at(hmap, o.hmap_flags)).ok_or(())?;
+        let b = mem.u8_at(at(hmap, o.hmap_b)).ok_or(())?;
+        c.base = mem.u64_at(at(hmap, o.hmap_buckets)).ok_or(())?;
+        c.old = mem.u64_at(at(hmap, o.hmap_oldbuckets)).ok_or(())?;
+        c.nbuckets = 1u64 << (if b > 32 { 32 } else { b });
+        c.nold = if c.old == 0 {
+            0
+        } else if flags & o.same_size_grow != 0 {
+            c.nbuckets
+        } else {
+            c.nbuckets >> 1
+        };
+        if c.base == 0 {
+            return Ok(None);
+        }
+    } else {
+        return Ok(None);
+    }
+    out.total = u32::try_from(c.len).unwrap_or(u32::MAX);
+    Ok((c.len > 0).then_some(c))
+}
+
+/// One step: the next label of a slice, or the next slot of a map (loading
+/// the next bucket when the current one is done).
+#[inline(always)]
+pub fn labels_step<M: GoMemory + ?Sized>(
+    mem: &M,
+    o: &GoOffsets,
+    c: &mut LabelsCursor,
+    out: &mut GoLabelsRecord,
+    bucket: &mut [u8; MAX_BUCKET_BYTES],
+) -> Step {
+    let i = out.count as usize;
+    if i >= MAX_GO_LABELS || out.count as u64 >= c.len {
+        return Step::Done;
+    }
+    if o.labels_layout == labels_layout::SLICE {
+        let size = o.label_size as usize;
+        if size > MAX_BUCKET_BYTES {
+            return Step::Error;
+        }
+        let Some(copy) = bucket.get_mut(..size) else {
+            return Step::Error;
+        };
+        if !mem.read(c.base.wrapping_add((i * size) as u64), copy) {
+            return Step::Error;
+        }
+        let Some(slot) = out.list.get_mut(i) else {
+            return Step::Error;
+        };
+        if read_label(mem, bucket, o.label_key as usize, o.label_value as usize, slot).is_none() {
+            return Step::Error;
+        }
+        out.count += 1;
+        return Step::Continue;
+    }
+    let slots = (o.bucket_slots as u32).min(8);
+    let size = o.bucket_size as usize;
+    if size > MAX_BUCKET_BYTES {
+        return Step::Error;
+    }
+    if c.loaded == 0 || c.slot >= slots {
+        // The next bucket: the overflow of the loaded one, else the next
+        // new bucket, else the next old one (the map is growing).
+        let overflow = if c.loaded != 0 {
+            match word_at(bucket, o.bucket_overflow as usize) {
+                Some(v) => v,
+                None => return Step::Error,
+            }
+        } else {
+            0
+        };
+        let addr = if overflow != 0 {
+            overflow
+        } else if c.next_new < c.nbuckets {
+            c.next_new += 1;
+            c.base.wrapping_add((c.next_new - 1).wrapping_mul(size as u64))
+        } else if c.next_old < c.nold {
+            c.next_old += 1;
+            c.old.wrapping_add((c.next_old - 1).wrapping_mul(size as u64))
+        } else {
+            return Step::Done;
+        };
+        if c.bucket_reads as usize >= MAX_BUCKET_READS {
+            return Step::Done;
+        }
+        c.bucket_reads += 1;
+        let Some(copy) = bucket.get_mut(..size) else {
+            return Step::Error;
+        };
+        if !mem.read(addr, copy) {
+            return Step::Error;
+        }
+        c.loaded = 1;
+        c.slot = 0;
+    }
+    let slot = c.slot as usize;
+    c.slot += 1;
+    let Some(tophash) = byte_at(bucket, o.bucket_tophash as usize + slot) else {
+        return Step::Error;
+    };
+    if tophash < o.min_top_hash {
+        return Step::Continue;
+    }
+    let stride = (o.bucket_values.saturating_sub(o.bucket_keys) as usize) / (slots.max(1) as usize);
+    let key = o.bucket_keys as usize + slot * stride;
+    let value = o.bucket_values as usize + slot * stride;
+    let Some(dst) = out.list.get_mut(i) else {
+        return Step::Error;
+    };
+    if read_label(mem, bucket, key, value, dst).is_none() {
+        return Step::Error;
+    }
+    out.count += 1;
+    Step::Continue
+}
+
 /// Reads the label set at `labels` into `out` (`total`, `count`, `list`);
 /// `bucket` is scratch space for one map bucket. `None` on a read error.
-#[inline(always)]
+/// BPF runs the same [`labels_begin`] and [`labels_step`] under `bpf_loop`.
 pub fn read_labels<M: GoMemory + ?Sized>(
     mem: &M,
     labels: u64,
@@ -339,101 +521,15 @@ pub fn read_labels<M: GoMemory + ?Sized>(
     out: &mut GoLabelsRecord,
     bucket: &mut [u8; MAX_BUCKET_BYTES],
 ) -> Option<()> {
-    out.total = 0;
-    out.count = 0;
-    if o.labels_layout == labels_layout::SLICE {
-        let header = at(labels, o.slice_list);
-        let array = mem.u64_at(header)?;
-        let len = mem.u64_at(header.wrapping_add(8))?;
-        out.total = u32::try_from(len).unwrap_or(u32::MAX);
-        let size = o.label_size as usize;
-        let copy = bucket.get_mut(..size)?;
-        for i in 0..MAX_GO_LABELS {
-            if i as u64 >= len {
-                break;
-            }
-            if !mem.read(array.wrapping_add((i * size) as u64), copy) {
-                return None;
-            }
-            let slot = out.list.get_mut(i)?;
-            read_label(
-                mem,
-                copy,
-                o.label_key as usize,
-                o.label_value as usize,
-                slot,
-            )?;
-            out.count = i as u32 + 1;
-        }
+    let Some(mut c) = labels_begin(mem, labels, o, out).ok()? else {
         return Some(());
-    }
-    if o.labels_layout != labels_layout::MAP {
-        return Some(());
-    }
-    let hmap = mem.u64_at(labels)?;
-    if hmap == 0 {
-        return Some(());
-    }
-    let count = mem.u64_at(at(hmap, o.hmap_count))?;
-    out.total = u32::try_from(count).unwrap_or(u32::MAX);
-    let flags = mem.u8_at(at(hmap, o.hmap_flags))?;
-    let b = mem.u8_at(at(hmap, o.hmap_b))?;
-    let buckets = mem.u64_at(at(hmap, o.hmap_buckets))?;
-    let oldbuckets = mem.u64_at(at(hmap, o.hmap_oldbuckets))?;
-    if buckets == 0 || count == 0 {
-        return Some(());
-    }
-    let nbuckets = 1u64 << (if b > 32 { 32 } else { b });
-    let nold = if oldbuckets == 0 {
-        0
-    } else if flags & o.same_size_grow != 0 {
-        nbuckets
-    } else {
-        nbuckets >> 1
     };
-    let size = o.bucket_size as usize;
-    let bucket = bucket.get_mut(..size)?;
-    let slots = (o.bucket_slots as usize).min(8);
-    let stride = (o.bucket_values.saturating_sub(o.bucket_keys) as usize) / slots.max(1);
-    let (mut next_new, mut next_old, mut overflow) = (0u64, 0u64, 0u64);
-    for _ in 0..MAX_BUCKET_READS {
-        let addr = if overflow != 0 {
-            overflow
-        } else if next_new < nbuckets {
-            next_new += 1;
-            buckets.wrapping_add((next_new - 1).wrapping_mul(size as u64))
-        } else if next_old < nold {
-            next_old += 1;
-            oldbuckets.wrapping_add((next_old - 1).wrapping_mul(size as u64))
-        } else {
-            return Some(());
-        };
-        if !mem.read(addr, bucket) {
-            return None;
+    for _ in 0..MAX_LABEL_STEPS {
+        match labels_step(mem, o, &mut c, out, bucket) {
+            Step::Continue => {}
+            Step::Done => return Some(()),
+            Step::Error => return None,
         }
-        for slot in 0..8 {
-            if slot >= slots {
-                break;
-            }
-            let tophash = *bucket.get(o.bucket_tophash as usize + slot)?;
-            if tophash < o.min_top_hash {
-                continue;
-            }
-            let i = out.count as usize;
-            if i >= MAX_GO_LABELS {
-                return Some(());
-            }
-            let key = o.bucket_keys as usize + slot * stride;
-            let value = o.bucket_values as usize + slot * stride;
-            read_label(mem, bucket, key, value, out.list.get_mut(i)?)?;
-            out.count += 1;
-        }
-        if u64::from(out.count) >= count {
-            return Some(());
-        }
-        let off = o.bucket_overflow as usize;
-        let ov = bucket.get(off..off + 8)?;
-        overflow = u64::from_le_bytes([ov[0], ov[1], ov[2], ov[3], ov[4], ov[5], ov[6], ov[7]]);
     }
     Some(())
 }

@@ -14,9 +14,11 @@
 //! SampleHeader | kernel frames (u64 × kernel_frames) | user frames (u64 × user_frames) | ext (ext_len bytes)
 //! ```
 //!
-//! `ext` is where per-runtime state (Go goroutine state) is appended; the
-//! header says how long it is, so a reader that does not understand it can
-//! skip it. [`SampleRecord::parse`] is the one decoder of this layout.
+//! `ext` is where per-runtime state is appended (a
+//! [`golang::GoSampleExt`] for Go processes); the header says how long it
+//! is, so a reader that does not understand it can skip it. Go label sets
+//! travel in their own [`RecordKind::GoLabels`] records, once per set.
+//! [`Record::parse`] is the one decoder of these layouts.
 #![no_std]
 
 pub mod golang;
@@ -29,7 +31,7 @@ pub const MAX_KERNEL_FRAMES: usize = 127;
 /// Most user frames captured per sample.
 pub const MAX_USER_FRAMES: usize = 127;
 /// Most bytes of per-runtime extension data appended to a sample.
-pub const MAX_EXT_BYTES: usize = 0;
+pub const MAX_EXT_BYTES: usize = core::mem::size_of::<golang::GoSampleExt>();
 /// Bytes in a task's `comm`.
 pub const COMM_LEN: usize = 16;
 
@@ -43,6 +45,8 @@ pub enum RecordKind {
     Exec = 2,
     /// A thread-group leader exited.
     Exit = 3,
+    /// A Go label set ([`golang::GoLabelsRecord`]).
+    GoLabels = 4,
 }
 
 impl RecordKind {
@@ -52,6 +56,7 @@ impl RecordKind {
             1 => Some(Self::Sample),
             2 => Some(Self::Exec),
             3 => Some(Self::Exit),
+            4 => Some(Self::GoLabels),
             _ => None,
         }
     }
@@ -77,6 +82,9 @@ pub mod sample_flags {
 pub enum UserUnwinder {
     /// The kernel's frame-pointer walk (`bpf_get_stack` with `BPF_F_USER_STACK`).
     FramePointer = 0,
+    /// Table-driven unwinding (`.eh_frame` rows), frame pointers where a
+    /// mapping has no table.
+    Table = 1,
 }
 
 /// Fixed part of a sample record.
@@ -101,7 +109,8 @@ pub struct SampleHeader {
     pub user_frames: u16,
     /// [`UserUnwinder`] that produced the user frames.
     pub user_unwinder: u8,
-    /// Reserved for the unwinder's per-sample outcome; zero today.
+    /// The user unwinder's last outcome (`unwind::Outcome`; 0 for the
+    /// frame-pointer walk).
     pub unwind_outcome: u8,
     /// Bytes of extension data after the frames.
     pub ext_len: u16,
@@ -137,6 +146,47 @@ pub struct Config {
     /// Wake the reader once this many bytes are waiting in the ring buffer;
     /// below it records are submitted without a wakeup.
     pub wakeup_bytes: u32,
+    /// Offset of `thread.fsbase` in the kernel's `task_struct` (from its
+    /// BTF); 0 if unknown, which disables reading Go state.
+    pub task_fsbase: u32,
+    /// Zero.
+    pub reserved: u32,
+}
+
+/// What the BPF program knows about a process, set by the daemon (the
+/// `PROCS` map, keyed by pid).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcInfo {
+    /// [`proc_flags`] bits.
+    pub flags: u32,
+    /// Go: index into the `GO_OFFSETS` array.
+    pub go_offsets: u32,
+    /// Go: offset of the `g` pointer from the thread pointer (fs base).
+    pub go_tls: i32,
+    /// Zero.
+    pub reserved: u32,
+}
+
+/// Bits of [`ProcInfo::flags`].
+pub mod proc_flags {
+    /// A Go process: read goroutine state on every sample.
+    pub const GO: u32 = 1 << 0;
+}
+
+/// Slots of the `PROGS` tail-call array.
+pub mod prog_slot {
+    /// Reads Go goroutine state, then submits the sample.
+    pub const GO: u32 = 0;
+}
+
+/// Key of the `GO_LABELS_SEEN` map: a label set already sent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LabelsKey {
+    pub pid: u32,
+    pub reserved: u32,
+    pub labels: u64,
 }
 
 /// Indices of the per-CPU `COUNTERS` array.
@@ -159,11 +209,22 @@ pub enum Counter {
     EventsLost = 6,
     /// Samples written to the ring buffer.
     Submitted = 7,
+    /// Samples of Go processes whose goroutine state was read.
+    GoState = 8,
+    /// Reads of Go runtime memory that failed.
+    GoReadError = 9,
+    /// Go label sets sent.
+    GoLabelsSent = 10,
+    /// Go label sets lost because the ring buffer was full (the sample
+    /// keeps the set's address; the set is sent again next time).
+    GoLabelsLost = 11,
+    /// Tail calls that failed (the sample was submitted without that stage).
+    TailCallFailed = 12,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 8] = [
+    pub const ALL: [Counter; 13] = [
         Counter::Samples,
         Counter::Idle,
         Counter::Filtered,
@@ -172,6 +233,11 @@ impl Counter {
         Counter::UserStackError,
         Counter::EventsLost,
         Counter::Submitted,
+        Counter::GoState,
+        Counter::GoReadError,
+        Counter::GoLabelsSent,
+        Counter::GoLabelsLost,
+        Counter::TailCallFailed,
     ];
     /// Number of counters (the `COUNTERS` map's size).
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -187,6 +253,11 @@ impl Counter {
             Counter::UserStackError => "user_stack_errors",
             Counter::EventsLost => "events_lost",
             Counter::Submitted => "submitted",
+            Counter::GoState => "go_state",
+            Counter::GoReadError => "go_read_errors",
+            Counter::GoLabelsSent => "go_labels_sent",
+            Counter::GoLabelsLost => "go_labels_lost",
+            Counter::TailCallFailed => "tail_call_failed",
         }
     }
 }
@@ -207,6 +278,16 @@ pub mod names {
     pub const PROG_EXEC: &str = "on_exec";
     /// The `sched_process_exit` BTF tracepoint program.
     pub const PROG_EXIT: &str = "on_exit";
+    /// The Go goroutine-state stage (tail-called).
+    pub const PROG_GO: &str = "sample_go";
+    /// Per-process info ([`ProcInfo`](crate::ProcInfo)), keyed by pid.
+    pub const PROCS: &str = "PROCS";
+    /// The tail-call program array.
+    pub const PROGS: &str = "PROGS";
+    /// Go runtime offsets ([`GoOffsets`](crate::golang::GoOffsets)), by index.
+    pub const GO_OFFSETS: &str = "GO_OFFSETS";
+    /// Go label sets already sent ([`LabelsKey`](crate::LabelsKey) → fingerprint).
+    pub const GO_LABELS_SEEN: &str = "GO_LABELS_SEEN";
 }
 
 /// Why a record could not be decoded.
@@ -227,6 +308,33 @@ pub enum Record<'a> {
     Sample(SampleRecord<'a>),
     /// An exec or exit.
     Process(ProcessEvent),
+    /// A Go label set.
+    GoLabels(GoLabels<'a>),
+}
+
+/// A Go label set record and a view of its labels.
+#[derive(Clone, Copy, Debug)]
+pub struct GoLabels<'a> {
+    pub pid: u32,
+    pub labels: u64,
+    pub fingerprint: u64,
+    /// Labels in the set (more than are copied when truncated).
+    pub total: u32,
+    list: &'a [u8],
+}
+
+impl<'a> GoLabels<'a> {
+    /// The copied labels, in the runtime's order.
+    pub fn labels(&self) -> impl Iterator<Item = golang::GoLabel> + 'a {
+        self.list
+            .chunks_exact(core::mem::size_of::<golang::GoLabel>())
+            .filter_map(read_pod::<golang::GoLabel>)
+    }
+
+    /// Number of copied labels.
+    pub fn count(&self) -> usize {
+        self.list.len() / core::mem::size_of::<golang::GoLabel>()
+    }
 }
 
 /// A sample and views of its variable parts.
@@ -291,6 +399,30 @@ impl<'a> Record<'a> {
             Some(RecordKind::Exec | RecordKind::Exit) => read_pod::<ProcessEvent>(bytes)
                 .map(Record::Process)
                 .ok_or(RecordError::Truncated),
+            Some(RecordKind::GoLabels) => {
+                // The fixed part: kind, pid, labels, fingerprint, total, count.
+                const FIXED: usize = golang::labels_record_len(0);
+                let word = |at: usize| read_pod::<u64>(bytes.get(at..)?);
+                let half = |at: usize| read_pod::<u32>(bytes.get(at..)?);
+                let (Some(pid), Some(labels), Some(fingerprint), Some(total), Some(count)) =
+                    (half(4), word(8), word(16), half(24), half(28))
+                else {
+                    return Err(RecordError::Truncated);
+                };
+                let count = count as usize;
+                if count > golang::MAX_GO_LABELS {
+                    return Err(RecordError::TooManyFrames);
+                }
+                let end = golang::labels_record_len(count);
+                let list = bytes.get(FIXED..end).ok_or(RecordError::Truncated)?;
+                Ok(Record::GoLabels(GoLabels {
+                    pid,
+                    labels,
+                    fingerprint,
+                    total,
+                    list,
+                }))
+            }
             None => Err(RecordError::UnknownKind(kind)),
         }
     }
@@ -328,6 +460,12 @@ mod pod {
     // SAFETY: `repr(C)` structs of integers with no padding holes that matter
     // to the kernel (it copies them as bytes).
     unsafe impl aya::Pod for crate::Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::ProcInfo {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::LabelsKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::golang::GoOffsets {}
 }
 
 #[cfg(test)]
@@ -406,6 +544,36 @@ mod tests {
     }
 
     #[test]
+    fn parses_go_label_records() {
+        let mut label = golang::GoLabel::EMPTY;
+        label.key[..3].copy_from_slice(b"env");
+        label.key_len = 3;
+        label.value[..4].copy_from_slice(b"prod");
+        label.value_len = 4;
+        let rec = golang::GoLabelsRecord {
+            kind: RecordKind::GoLabels as u32,
+            pid: 7,
+            labels: 0xc000,
+            fingerprint: 99,
+            total: 20,
+            count: 2,
+            list: [label; golang::MAX_GO_LABELS],
+        };
+        let bytes = bytes_of(&rec);
+        let Record::GoLabels(g) = Record::parse(&bytes[..golang::labels_record_len(2)]).unwrap()
+        else {
+            panic!("not labels")
+        };
+        assert_eq!((g.pid, g.labels, g.fingerprint, g.total, g.count()), (7, 0xc000, 99, 20, 2));
+        let first = g.labels().next().unwrap();
+        assert_eq!((first.key(), first.value()), (&b"env"[..], &b"prod"[..]));
+        assert_eq!(
+            Record::parse(&bytes[..golang::labels_record_len(2) - 1]).unwrap_err(),
+            RecordError::Truncated
+        );
+    }
+
+    #[test]
     fn parses_process_events() {
         let ev = ProcessEvent {
             kind: RecordKind::Exit as u32,
@@ -414,7 +582,7 @@ mod tests {
         };
         match Record::parse(&bytes_of(&ev)).unwrap() {
             Record::Process(p) => assert_eq!(p, ev),
-            Record::Sample(_) => panic!("not an event"),
+            other => panic!("not an event: {other:?}"),
         }
     }
 }

@@ -4,6 +4,7 @@
 #![no_main]
 
 mod filter;
+mod go;
 mod maps;
 mod process;
 mod sample;
@@ -18,6 +19,13 @@ use profiler_common::RecordKind;
 #[perf_event]
 pub fn sample_cpu(ctx: PerfEventContext) -> u32 {
     sample::record(&ctx);
+    0
+}
+
+/// Tail-called for Go processes: goroutine state, then submit.
+#[perf_event]
+pub fn sample_go(ctx: PerfEventContext) -> u32 {
+    go::record(&ctx);
     0
 }
 

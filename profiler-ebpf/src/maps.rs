@@ -1,14 +1,20 @@
 //! Every map and global of the kernel side, and the counter helper.
 //!
 //! The names are the ones in `profiler_common::names`; user space resizes the
-//! ring buffer and fills `CONFIG` and `PID_FILTER` at load time.
+//! ring buffer and fills `CONFIG`, `PID_FILTER`, `PROCS`, `GO_OFFSETS` and
+//! `PROGS` at load time and as processes come and go.
 
 use aya_ebpf::{
     Global,
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
-use profiler_common::{Config, Counter, MAX_KERNEL_FRAMES, MAX_USER_FRAMES, SampleHeader};
+use profiler_common::{
+    Config, Counter, LabelsKey, MAX_EXT_BYTES, MAX_KERNEL_FRAMES, MAX_USER_FRAMES, ProcInfo,
+    SampleHeader,
+    golang::{GoLabelsRecord, GoOffsets, LabelsCursor, MAX_BUCKET_BYTES},
+};
 
 /// Samples and process events, read by the daemon. Resized at load time.
 #[map]
@@ -22,22 +28,61 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::C
 #[map]
 pub static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
 
+/// What the daemon knows about a process (Go offsets, ...), by pid.
+#[map]
+pub static PROCS: HashMap<u32, ProcInfo> = HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
+
+/// Go runtime offsets, one entry per distinct layout.
+#[map]
+pub static GO_OFFSETS: Array<GoOffsets> = Array::with_max_entries(64, 0);
+
+/// Go label sets already sent to user space, with their fingerprint.
+#[map]
+pub static GO_LABELS_SEEN: LruHashMap<LabelsKey, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// Tail-call targets (`profiler_common::prog_slot`).
+#[map]
+pub static PROGS: ProgramArray = ProgramArray::with_max_entries(4, 0);
+
+/// Words of sample data: the frames, then the extension bytes.
+pub const DATA_WORDS: usize = MAX_KERNEL_FRAMES + MAX_USER_FRAMES + MAX_EXT_BYTES / 8;
+
 /// A sample record as it is assembled before it is copied to [`EVENTS`].
 #[repr(C)]
 pub struct SampleBuf {
     pub header: SampleHeader,
-    pub frames: [u64; MAX_KERNEL_FRAMES + MAX_USER_FRAMES],
+    /// Kernel frames, user frames, then the extension, packed.
+    pub data: [u64; DATA_WORDS],
 }
 
-/// One [`SampleBuf`] per CPU: too large for the 512-byte BPF stack.
+/// One [`SampleBuf`] per CPU: too large for the 512-byte BPF stack. The
+/// tail-called stages of one sample find it here.
 #[map]
 pub static SCRATCH: PerCpuArray<SampleBuf> = PerCpuArray::with_max_entries(1, 0);
+
+/// Scratch for reading a Go label set: the record being filled, one map
+/// bucket, and the reading state the `bpf_loop` steps share.
+#[repr(C)]
+pub struct LabelsBuf {
+    pub record: GoLabelsRecord,
+    pub bucket: [u8; MAX_BUCKET_BYTES],
+    pub cursor: LabelsCursor,
+    pub offsets: GoOffsets,
+    /// Non-zero once a step failed.
+    pub failed: u32,
+}
+
+/// One [`LabelsBuf`] per CPU.
+#[map]
+pub static LABELS_SCRATCH: PerCpuArray<LabelsBuf> = PerCpuArray::with_max_entries(1, 0);
 
 /// Load-time settings (read-only; see `profiler_common::Config`).
 #[unsafe(no_mangle)]
 pub static CONFIG: Global<Config> = Global::new(Config {
     filter_pids: 0,
     wakeup_bytes: 1 << 18,
+    task_fsbase: 0,
+    reserved: 0,
 });
 
 /// Adds one to a per-CPU counter.

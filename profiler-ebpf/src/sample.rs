@@ -1,6 +1,7 @@
 //! Builds one sample record: ids, comm, timestamp, the kernel stack and the
-//! user stack walked by frame pointers, then copies it to the ring buffer
-//! with only the frames it holds.
+//! user stack walked by frame pointers; hands it to the Go stage for Go
+//! processes; and copies it to the ring buffer with only the frames and
+//! extension bytes it holds.
 
 use aya_ebpf::{
     EbpfContext,
@@ -12,13 +13,13 @@ use aya_ebpf::{
     programs::PerfEventContext,
 };
 use profiler_common::{
-    Counter, MAX_KERNEL_FRAMES, MAX_USER_FRAMES, RecordKind, SampleHeader, UserUnwinder,
-    sample_flags,
+    Counter, MAX_EXT_BYTES, MAX_KERNEL_FRAMES, MAX_USER_FRAMES, RecordKind, SampleHeader,
+    UserUnwinder, prog_slot, proc_flags, sample_flags,
 };
 
 use crate::{
     filter,
-    maps::{EVENTS, SCRATCH, SampleBuf, count, wakeup_flags},
+    maps::{CONFIG, EVENTS, PROCS, PROGS, SCRATCH, SampleBuf, count, wakeup_flags},
 };
 
 const HEADER_BYTES: usize = core::mem::size_of::<SampleHeader>();
@@ -44,7 +45,7 @@ pub fn record(ctx: &PerfEventContext) {
     let buf: &mut SampleBuf = unsafe { &mut *buf };
     let mut flags = 0u32;
 
-    let kernel = read_stack(ctx, buf.frames.as_mut_ptr(), MAX_KERNEL_FRAMES, 0);
+    let kernel = read_stack(ctx, buf.data.as_mut_ptr(), MAX_KERNEL_FRAMES, 0);
     let kernel = match kernel {
         Some(n) => n,
         None => {
@@ -58,7 +59,7 @@ pub fn record(ctx: &PerfEventContext) {
     }
 
     // SAFETY: `kernel <= MAX_KERNEL_FRAMES`, so MAX_USER_FRAMES slots follow.
-    let user_ptr = unsafe { buf.frames.as_mut_ptr().add(kernel) };
+    let user_ptr = unsafe { buf.data.as_mut_ptr().add(kernel) };
     let user = match read_stack(ctx, user_ptr, MAX_USER_FRAMES, u64::from(BPF_F_USER_STACK)) {
         Some(n) => n,
         None => {
@@ -89,10 +90,41 @@ pub fn record(ctx: &PerfEventContext) {
         comm: bpf_get_current_comm().unwrap_or_default(),
     };
 
-    let len = HEADER_BYTES + 8 * (kernel + user);
-    // SAFETY: `len` is at most the size of `SampleBuf` (both counts are bounded).
-    let record =
-        unsafe { core::slice::from_raw_parts((buf as *const SampleBuf).cast::<u8>(), len) };
+    after_user_stack(ctx, pid);
+}
+
+/// The stages after the user stack: Go state for Go processes (a tail call
+/// that submits), else the ring buffer directly.
+#[inline(always)]
+pub fn after_user_stack(ctx: &PerfEventContext, pid: u32) {
+    if let Some(info) = PROCS.get_ptr(pid) {
+        // SAFETY: a map value, valid for this program's run.
+        let flags = unsafe { (*info).flags };
+        if flags & proc_flags::GO != 0 && CONFIG.load().task_fsbase != 0 {
+            // SAFETY: the context is this program's; on success this does
+            // not return.
+            unsafe { PROGS.tail_call(ctx, prog_slot::GO) };
+            count(Counter::TailCallFailed);
+        }
+    }
+    submit();
+}
+
+/// Copies this CPU's assembled sample (header, frames, extension) to the
+/// ring buffer.
+#[inline(always)]
+pub fn submit() {
+    let Some(buf) = SCRATCH.get_ptr(0) else {
+        return;
+    };
+    // SAFETY: the per-CPU scratch slot this sample was built in.
+    let buf: &SampleBuf = unsafe { &*buf };
+    let frames = usize::from(buf.header.kernel_frames).min(MAX_KERNEL_FRAMES)
+        + usize::from(buf.header.user_frames).min(MAX_USER_FRAMES);
+    let ext = usize::from(buf.header.ext_len).min(MAX_EXT_BYTES);
+    let len = HEADER_BYTES + 8 * frames + ext;
+    // SAFETY: `len` is at most the size of `SampleBuf` (every part is bounded).
+    let record = unsafe { core::slice::from_raw_parts((buf as *const SampleBuf).cast::<u8>(), len) };
     let submit = wakeup_flags(len as u64);
     match EVENTS.output::<[u8]>(record, submit) {
         Ok(()) => count(Counter::Submitted),

@@ -10,7 +10,10 @@ use std::{
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-use crate::process::{FrameKey, ProcId, ProcessMeta};
+use crate::{
+    golang::samples::{GoSample, LabelSet, Labels},
+    process::{FrameKey, ProcId, ProcessMeta},
+};
 
 /// Index of an interned stack in its window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -20,6 +23,25 @@ pub struct StackId(pub u32);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CommId(pub u32);
 
+/// Index of an interned Go label set in its window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LabelsId {
+    None,
+    /// The set's record was lost.
+    Unknown,
+    Set(u32),
+}
+
+/// The goroutine part of a sample's identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GoKey {
+    pub goid: u64,
+    pub status: u32,
+    pub wait_reason: u8,
+    pub system_stack: bool,
+    pub labels: LabelsId,
+}
+
 /// What makes two samples the same.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SampleKey {
@@ -27,6 +49,7 @@ pub struct SampleKey {
     pub tid: u32,
     pub comm: CommId,
     pub cpu: u32,
+    pub go: Option<GoKey>,
     pub stack: StackId,
 }
 
@@ -39,6 +62,8 @@ pub struct Observation<'a> {
     pub comm: &'a [u8; 16],
     /// CLOCK_MONOTONIC nanoseconds.
     pub time_ns: u64,
+    /// The goroutine, for samples of Go processes.
+    pub go: Option<&'a GoSample>,
 }
 
 /// Samples with one key.
@@ -136,6 +161,9 @@ pub struct Window {
     comm_index: HashMap<[u8; 16], CommId>,
     samples: HashMap<SampleKey, SampleCount>,
     processes: HashMap<ProcId, Arc<ProcessMeta>>,
+    label_sets: Vec<Arc<LabelSet>>,
+    /// Set address → index; the window holds the sets, so addresses are unique.
+    label_index: HashMap<usize, u32>,
     total: u64,
 }
 
@@ -149,7 +177,35 @@ impl Window {
             comm_index: HashMap::new(),
             samples: HashMap::new(),
             processes: HashMap::new(),
+            label_sets: Vec::new(),
+            label_index: HashMap::new(),
             total: 0,
+        }
+    }
+
+    fn intern_labels(&mut self, labels: &Labels) -> LabelsId {
+        match labels {
+            Labels::None => LabelsId::None,
+            Labels::Unknown => LabelsId::Unknown,
+            Labels::Known(set) => {
+                let ptr = Arc::as_ptr(set) as usize;
+                if let Some(&i) = self.label_index.get(&ptr) {
+                    return LabelsId::Set(i);
+                }
+                let i = self.label_sets.len() as u32;
+                // The window holds the Arc, so the pointer stays unique.
+                self.label_sets.push(Arc::clone(set));
+                self.label_index.insert(ptr, i);
+                LabelsId::Set(i)
+            }
+        }
+    }
+
+    /// The label set `id` stands for.
+    pub fn labels(&self, id: LabelsId) -> Option<&Arc<LabelSet>> {
+        match id {
+            LabelsId::Set(i) => self.label_sets.get(i as usize),
+            LabelsId::None | LabelsId::Unknown => None,
         }
     }
 
@@ -160,11 +216,19 @@ impl Window {
         self.processes
             .entry(process.id)
             .or_insert_with(|| Arc::clone(process));
+        let go = obs.go.map(|g| GoKey {
+            goid: g.goid,
+            status: g.status,
+            wait_reason: g.wait_reason,
+            system_stack: g.system_stack,
+            labels: self.intern_labels(&g.labels),
+        });
         let key = SampleKey {
             process: process.id,
             tid: obs.tid,
             comm,
             cpu: obs.cpu,
+            go,
             stack,
         };
         let entry = self.samples.entry(key).or_default();
@@ -232,6 +296,7 @@ mod tests {
             exe_path: "/bin/app".into(),
             start_time: 1,
             container_id: None,
+            go: None,
         })
     }
 
@@ -277,6 +342,7 @@ mod tests {
             cpu,
             comm,
             time_ns,
+            go: None,
         };
         w.add(&p, &obs(11, 0, &worker, 5), &stack);
         w.add(&p, &obs(11, 0, &worker, 7), &stack);

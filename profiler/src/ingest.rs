@@ -9,6 +9,7 @@ use tracing::debug;
 
 use crate::{
     aggregate::{Instant2, Observation, Window},
+    golang::samples::{LabelCache, Labels},
     metrics::{self, Metrics},
     process::{FrameKey, ObjectFile, ObjectId, ProcessTracker},
     profile::referenced_objects,
@@ -24,6 +25,7 @@ pub struct Flushed {
 /// Record decoding and aggregation state.
 pub struct Ingest {
     tracker: ProcessTracker,
+    labels: LabelCache,
     window: Window,
     metrics: Arc<Metrics>,
     addrs: Vec<u64>,
@@ -41,6 +43,7 @@ impl Ingest {
     pub fn new(metrics: Arc<Metrics>, start: Instant2) -> Self {
         Self {
             tracker: ProcessTracker::new(Arc::clone(&metrics)),
+            labels: LabelCache::default(),
             window: Window::new(start),
             metrics,
             addrs: Vec::with_capacity(profiler_common::MAX_USER_FRAMES),
@@ -56,10 +59,17 @@ impl Ingest {
         match Record::parse(bytes) {
             Ok(Record::Sample(s)) => self.sample(&s),
             Ok(Record::Process(ev)) => match RecordKind::from_u32(ev.kind) {
-                Some(RecordKind::Exec) => self.tracker.on_exec(ev.pid),
-                Some(RecordKind::Exit) => self.tracker.on_exit(ev.pid),
+                Some(RecordKind::Exec) => {
+                    self.tracker.on_exec(ev.pid);
+                    self.labels.forget(ev.pid);
+                }
+                Some(RecordKind::Exit) => {
+                    self.tracker.on_exit(ev.pid);
+                    self.labels.forget(ev.pid);
+                }
                 _ => metrics::inc(&self.metrics.records_malformed),
             },
+            Ok(Record::GoLabels(rec)) => self.labels.insert(&rec),
             Err(e) => {
                 metrics::inc(&self.metrics.records_malformed);
                 debug!("dropped a malformed record of {} bytes: {e:?}", bytes.len());
@@ -88,11 +98,22 @@ impl Ingest {
         let process = self
             .tracker
             .translate_user(h.pid, s.comm(), &self.addrs, &mut self.frames);
+        let go = if s.ext.is_empty() {
+            None
+        } else {
+            self.labels.sample(h.pid, s.ext)
+        };
+        if let Some(g) = &go
+            && g.labels == Labels::Unknown
+        {
+            metrics::inc(&self.metrics.go_labels_unknown);
+        }
         let obs = Observation {
             tid: h.tid,
             cpu: h.cpu,
             comm: &h.comm,
             time_ns: h.ktime_ns,
+            go: go.as_ref(),
         };
         self.window.add(&process, &obs, &self.frames);
         metrics::inc(&self.metrics.samples);

@@ -55,6 +55,8 @@ metrics! {
     objects_unreadable,
     /// User frames outside any known executable mapping.
     frames_unmapped,
+    /// Go samples whose label set never arrived (its record was lost).
+    go_labels_unknown,
     /// Windows handed to the pipeline.
     windows,
     /// Windows dropped because the pipeline was behind.

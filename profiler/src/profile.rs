@@ -459,6 +459,7 @@ pub fn example() -> Profile {
             exe_path: "/bin/app".into(),
             start_time: 5,
             container_id: None,
+            go: None,
         })],
         samples: vec![
             Sample {
@@ -506,6 +507,7 @@ mod tests {
             exe_path: "/proc/self/exe".into(),
             start_time: 1,
             container_id: None,
+            go: None,
         })
     }
 

@@ -10,7 +10,7 @@ use aya::{
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
 };
-use profiler_common::{Config, names};
+use profiler_common::{Config, names, prog_slot};
 use tracing::{debug, warn};
 
 use crate::{bpf::maps::BpfMaps, config::Sampling};
@@ -32,10 +32,19 @@ impl Loaded {
     pub fn load(sampling: &Sampling) -> Result<Self> {
         let btf = Btf::parse_file(&sampling.btf, Endianness::default())
             .with_context(|| format!("cannot parse kernel BTF {}", sampling.btf.display()))?;
+        let task_fsbase = match super::btf::task_fsbase(&sampling.btf) {
+            Ok(off) => off.unwrap_or(0),
+            Err(e) => {
+                warn!("Go goroutine state unavailable: {e:#}");
+                0
+            }
+        };
         let config = Config {
             filter_pids: u32::from(!sampling.pids.is_empty()),
             // Wake the reader when a quarter of the buffer is in use.
             wakeup_bytes: sampling.ring_buffer_size / 4,
+            task_fsbase,
+            reserved: 0,
         };
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
@@ -46,6 +55,7 @@ impl Loaded {
 
         BpfMaps::fill_pid_filter(&mut ebpf, &sampling.pids)?;
 
+        load_stages(&mut ebpf)?;
         let cpus = attach_sampler(&mut ebpf, sampling.frequency)?;
         let process_events = match attach_process_events(&mut ebpf, &btf) {
             Ok(()) => true,
@@ -109,6 +119,23 @@ fn attach_sampler(ebpf: &mut Ebpf, frequency: u64) -> Result<Vec<u32>> {
         })?;
     }
     Ok(cpus)
+}
+
+/// Loads the tail-called stages and puts them in the `PROGS` array.
+fn load_stages(ebpf: &mut Ebpf) -> Result<()> {
+    let fd = {
+        let prog: &mut PerfEvent = ebpf
+            .program_mut(names::PROG_GO)
+            .ok_or_else(|| anyhow!("BPF object has no program {}", names::PROG_GO))?
+            .try_into()
+            .map_err(|e| program_error(names::PROG_GO, e))?;
+        prog.load().map_err(|e| program_error(names::PROG_GO, e))?;
+        prog.fd()
+            .map_err(|e| program_error(names::PROG_GO, e))?
+            .try_clone()
+            .context("cannot duplicate a program fd")?
+    };
+    BpfMaps::set_stage(ebpf, prog_slot::GO, &fd)
 }
 
 fn attach_process_events(ebpf: &mut Ebpf, btf: &Btf) -> Result<()> {

@@ -4,7 +4,8 @@
 use anyhow::{Result, anyhow};
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
+    programs::ProgramFd,
 };
 use profiler_common::{Counter, names};
 
@@ -74,6 +75,18 @@ impl<'a> BpfMaps<'a> {
         PerCpuArray::try_from(map)
             .map(CounterMap)
             .map_err(|e| anyhow!("BPF map {}: {e}", names::COUNTERS))
+    }
+
+    /// Puts a loaded program in slot `slot` of the tail-call array.
+    pub(crate) fn set_stage(ebpf: &mut Ebpf, slot: u32, fd: &ProgramFd) -> Result<()> {
+        let map = ebpf
+            .map_mut(names::PROGS)
+            .ok_or_else(|| anyhow!("BPF object has no map {}", names::PROGS))?;
+        let mut progs =
+            ProgramArray::try_from(map).map_err(|e| anyhow!("BPF map {}: {e}", names::PROGS))?;
+        progs
+            .set(slot, fd, 0)
+            .map_err(|e| anyhow!("cannot install BPF stage {slot}: {e}"))
     }
 
     /// Puts `pids` in the pid filter (before the sampler is attached).

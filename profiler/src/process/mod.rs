@@ -46,4 +46,6 @@ pub struct ProcessMeta {
     pub start_time: u64,
     /// The container it runs in (from its cgroup), if any.
     pub container_id: Option<Arc<str>>,
+    /// Go runtime facts, for Go processes.
+    pub go: Option<Arc<crate::golang::process::GoBinary>>,
 }

@@ -232,6 +232,7 @@ impl ProcessTracker {
                     .then(|| container::of_pid(pid))
                     .flatten()
                     .map(Arc::from),
+                go: None,
             }),
             space,
             exited: false,

@@ -15,6 +15,7 @@ pub mod bpf;
 pub mod cli;
 pub mod config;
 pub mod encode;
+pub mod golang;
 pub mod ingest;
 pub mod metrics;
 pub mod process;

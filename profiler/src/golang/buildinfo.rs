@@ -109,7 +109,10 @@ fn find_blob<'a>(memory: &Memory<'a>) -> Option<(u64, &'a [u8])> {
         (0..aligned.len())
             .step_by(16)
             .find(|&i| aligned.get(i..).is_some_and(|d| d.starts_with(MAGIC)))
-            .and_then(|i| Some((vaddr + u64::try_from(skip + i).ok()?, aligned.get(i..)?)))
+            .and_then(|i| {
+                let addr = vaddr.checked_add(u64::try_from(skip + i).ok()?)?;
+                Some((addr, aligned.get(i..)?))
+            })
     })
 }
 
@@ -125,10 +128,11 @@ fn decode<'a>(
     if !header.starts_with(MAGIC) {
         return Err(GoError::Malformed("Go build info magic"));
     }
-    let ptr_size = header[14];
-    let flags = header[15];
+    let Some(&[ptr_size, flags]) = header.get(14..16) else {
+        return Err(GoError::Truncated("Go build info header"));
+    };
     let (version, modinfo) = if flags & FLAG_INLINE != 0 {
-        let rest = &blob[HEADER_SIZE..];
+        let rest = blob.get(HEADER_SIZE..).unwrap_or_default();
         let (version, used) = inline_string(rest)?;
         let (modinfo, _) = inline_string(rest.get(used..).unwrap_or_default())?;
         (version.to_vec(), modinfo.to_vec())
@@ -184,7 +188,8 @@ fn inline_string(data: &[u8]) -> Result<(&[u8], usize), GoError> {
 /// infoEnd); anything not framed so is not module info.
 fn strip_sentinels(bytes: &[u8]) -> String {
     if bytes.len() >= 33 && bytes.get(bytes.len() - 17) == Some(&b'\n') {
-        String::from_utf8_lossy(&bytes[16..bytes.len() - 16]).into_owned()
+        let framed = bytes.get(16..bytes.len() - 16).unwrap_or_default();
+        String::from_utf8_lossy(framed).into_owned()
     } else {
         String::new()
     }

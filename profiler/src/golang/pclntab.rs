@@ -492,16 +492,16 @@ fn file_range(data: &[u8], sub: &[u8]) -> Option<Range<usize>> {
 fn find_by_magic<'a>(memory: &Memory<'a>) -> Option<(u64, &'a [u8])> {
     let regions = memory.data_regions(false).chain(memory.data_regions(true));
     for (vaddr, data) in regions {
-        let skip = usize::try_from(vaddr.wrapping_neg() % 8).ok()?;
+        let skip = usize::try_from(vaddr.wrapping_neg() % 4).ok()?;
         let mut at = skip;
         while let Some(window) = data.get(at..at + 8) {
             if matches!(window, [0xf0 | 0xf1, 0xff, 0xff, 0xff, 0, 0, _, _])
                 && let Some(table) = data.get(at..)
                 && Layout::parse(table).is_ok()
             {
-                return Some((vaddr + at as u64, table));
+                return Some((vaddr.wrapping_add(at as u64), table));
             }
-            at += 8;
+            at += 4;
         }
     }
     None
@@ -531,9 +531,9 @@ fn find_moduledata(
     let ps = layout.ptr_size;
     let step = u64::from(ps);
     let matches = |memory: &Memory<'_>, md: u64| {
-        let field = |i: u64| memory.word(md + i * step, ps);
-        field(1) == Some(table + layout.funcnames as u64)
-            && field(13) == Some(table + layout.pcln as u64)
+        let field = |i: u64| memory.word(md.wrapping_add(i * step), ps);
+        field(1) == Some(table.wrapping_add(layout.funcnames as u64))
+            && field(13) == Some(table.wrapping_add(layout.pcln as u64))
     };
     let mut candidates = Vec::new();
     for (vaddr, data) in memory.data_regions(true) {
@@ -541,7 +541,7 @@ fn find_moduledata(
         let mut at = skip;
         while at + usize::from(ps) <= data.len() {
             if le_word(data, at, ps) == Some(table) {
-                candidates.push(vaddr + at as u64);
+                candidates.push(vaddr.wrapping_add(at as u64));
             }
             at += usize::from(ps);
         }
@@ -555,8 +555,9 @@ fn find_moduledata(
             .find(|&md| matches(memory, md));
     }
     let md = found?;
-    let text = memory.word(md + 22 * step, ps)?;
-    let gofunc = memory.word(md + gofunc_index(layout.format, version) * step, ps);
+    let text = memory.word(md.wrapping_add(22 * step), ps)?;
+    let gofunc_at = md.wrapping_add(gofunc_index(layout.format, version) * step);
+    let gofunc = memory.word(gofunc_at, ps);
     Some((text, gofunc))
 }
 

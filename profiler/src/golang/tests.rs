@@ -12,12 +12,14 @@ use std::{
     time::Instant,
 };
 
-use object::{Object, ObjectSection, ObjectSymbol};
+use object::{Object, ObjectSymbol};
 
 use super::{
     buildinfo,
     pclntab::{GoFrame, GoTable},
 };
+mod damaged;
+
 use crate::{
     process::objects::Bytes,
     symbolize::dwarf::{DwarfFrame, DwarfInfo},
@@ -202,8 +204,30 @@ fn go_addr2line(go: &Path, bin: &Path, pcs: &[u64]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Whether `go tool addr2line`'s (function, innermost file:line) says what
+/// `frames` says.
+fn agrees_with_go_tool(frames: &[GoFrame], (name, pos): &(String, String)) -> bool {
+    let (Some(inner), Some(outer)) = (frames.first(), frames.last()) else {
+        return false;
+    };
+    // Marker symbols (`go:textfipsstart`) have no position: ":-1" there.
+    let ours = match (inner.file.as_str(), inner.line) {
+        ("?", 0) => ":-1".to_owned(),
+        (file, line) => format!("{file}:{line}"),
+    };
+    *name == outer.function && *pos == ours
+}
+
 #[derive(Default, Debug)]
 struct Counts {
+    /// The build has no `.gopclntab` section: found by its magic.
+    no_section: bool,
+    /// Checks on altered copies that applied to this build.
+    renamed_section: bool,
+    zeroed_moduledata: bool,
+    /// (cuts, errors) and (corruptions, errors).
+    truncated: (usize, usize),
+    corrupted: (usize, usize),
     pcs: usize,
     inlined_pcs: usize,
     dwarf_compared: usize,
@@ -246,15 +270,6 @@ fn check_build(go: &Path, version: &str, src: &str, full: &Path, stripped: &Path
     // Go's own reader of the same table: innermost position and the
     // function holding the code.
     let go_tool = go_addr2line(go, full, &pcs);
-    let agrees_with_go_tool = |frames: &[GoFrame], (name, pos): &(String, String)| {
-        let (inner, outer) = (&frames[0], &frames[frames.len() - 1]);
-        // Marker symbols (`go:textfipsstart`) have no position: ":-1" there.
-        let ours = match (inner.file.as_str(), inner.line) {
-            ("?", 0) => ":-1".to_owned(),
-            (file, line) => format!("{file}:{line}"),
-        };
-        *name == outer.function && *pos == ours
-    };
 
     let dwarf = DwarfInfo::load(&file, &full_bytes, None).unwrap();
     let mut mismatches = Vec::new();
@@ -328,6 +343,17 @@ fn check_build(go: &Path, version: &str, src: &str, full: &Path, stripped: &Path
         assert_eq!(twin.function_entry(name), Some((entry, end)), "{name}");
     }
     assert_eq!(table.function_entry("main.nonexistent"), None);
+
+    let data: &[u8] = &full_bytes;
+    let some: Vec<u64> = pcs.iter().copied().step_by(40).collect();
+    counts.no_section = file.section_by_name(".gopclntab").is_none();
+    counts.renamed_section = damaged::without_section_name(data, &table, &some);
+    counts.zeroed_moduledata = damaged::relocated_moduledata(data, &table, &some);
+    if full.to_string_lossy().contains("-exe-") {
+        let fewer: Vec<u64> = some.iter().copied().step_by(4).collect();
+        counts.truncated = damaged::truncated(data, &fewer);
+        counts.corrupted = damaged::corrupted(data, &fewer);
+    }
     counts
 }
 
@@ -408,11 +434,84 @@ fn every_toolchain_agrees_with_dwarf_and_go_tool_addr2line() {
             .flat_map(|h| h.join().unwrap())
             .collect()
     });
+    let count = |f: fn(&Counts) -> bool| results.iter().filter(|r| f(&r.2)).count();
+    eprintln!(
+        "{} builds; {} without a .gopclntab section; {} checked with the section renamed, \
+         {} with moduledata left to relocations",
+        results.len(),
+        count(|c| c.no_section),
+        count(|c| c.renamed_section),
+        count(|c| c.zeroed_moduledata)
+    );
+    for (version, tag, c) in &results {
+        if c.no_section {
+            eprintln!("go{version} {tag}: no .gopclntab section, found by its magic");
+        }
+        if c.truncated.0 > 0 {
+            eprintln!(
+                "go{version} {tag}: {} truncations ({} errors), {} corruptions ({} errors), no panic",
+                c.truncated.0, c.truncated.1, c.corrupted.0, c.corrupted.1
+            );
+        }
+    }
     for (version, tag, c) in &results {
         eprintln!(
             "go{version} {tag}: {} pcs ({} in inlined code) agree with go tool addr2line \
              and the stripped twin; {} compared with DWARF, {} differ (DWARF quirks)",
             c.pcs, c.inlined_pcs, c.dwarf_compared, c.dwarf_quirks
+        );
+    }
+}
+
+/// The toolchains' own `go` commands: large (~17 MB, ~20k functions),
+/// built by the Go release process, with symbols but no DWARF. Every
+/// function's entry and middle, and every 4th byte of every 20th function,
+/// against `go tool addr2line`; prints parse and lookup times.
+#[test]
+fn official_go_commands_agree_with_go_tool_addr2line() {
+    for (version, go) in go_toolchains() {
+        let bytes = load(&go);
+        let file = object::File::parse(&**bytes).unwrap();
+        let info = buildinfo::read(&file).unwrap().unwrap();
+        assert_eq!(info.version, format!("go{version}"));
+        // Commands of the Go distribution have a `path` line but no `mod` line.
+        assert_eq!(info.main_module, None);
+
+        let start = Instant::now();
+        let table = GoTable::parse(bytes.clone()).unwrap().unwrap();
+        let parse = start.elapsed();
+        let mut pcs = sample_pcs(&table, &file);
+        let functions = file
+            .symbols()
+            .filter(|s| s.kind() == object::SymbolKind::Text && s.size() > 0);
+        for sym in functions.step_by(20) {
+            pcs.extend((sym.address()..sym.address() + sym.size()).step_by(4));
+        }
+        pcs.sort_unstable();
+        pcs.dedup();
+
+        let start = Instant::now();
+        let frames: Vec<Vec<GoFrame>> = pcs.iter().map(|&pc| table.frames(pc)).collect();
+        let lookup = start.elapsed() / u32::try_from(pcs.len()).unwrap();
+        let go_tool = go_addr2line(&go, &go, &pcs);
+        let mut inlined = 0;
+        for ((pc, frames), go_tool) in pcs.iter().zip(&frames).zip(&go_tool) {
+            assert!(
+                agrees_with_go_tool(frames, go_tool),
+                "go{version} {pc:#x}: go tool addr2line {go_tool:?}, pclntab {frames:?}"
+            );
+            inlined += usize::from(frames.len() > 1);
+        }
+        assert!(
+            inlined > pcs.len() / 20,
+            "{inlined} of {} inlined",
+            pcs.len()
+        );
+        eprintln!(
+            "go{version} go command: {} functions, {} pcs ({inlined} in inlined code) agree; \
+             parse {parse:?}, {lookup:?} per lookup",
+            table.function_count(),
+            pcs.len()
         );
     }
 }

@@ -27,9 +27,9 @@
 //! the table itself, so the `runtime.firstmoduledata` record is found by the
 //! pointer to the table it starts with. Its layout differs by version (no
 //! coverage counters before Go 1.20; Go 1.27 added three words before
-//! `gofunc`). If the table has no section of its own (externally linked PIE
-//! puts it inside `.data.rel.ro`), it is found by its header magic and
-//! validated. Hand-written for the reasons given in the parent module.
+//! `gofunc`). If the table has no section of its own (before Go 1.26,
+//! externally linked PIE puts it inside `.data.rel.ro`), it is found by its
+//! header magic and validated. Hand-written for the reasons given in the parent module.
 
 use std::{ops::Range, sync::Arc};
 
@@ -245,8 +245,8 @@ impl GoTable {
         };
         let layout = Layout::parse(table)?;
         let table = file_range(data, table).ok_or(GoError::Malformed("pclntab location"))?;
-        let minor = version.as_ref().map(|v| (v.major, v.minor));
-        let module = find_moduledata(&mut memory, &file, vaddr, &layout, minor);
+        let major_minor = version.as_ref().map(|v| (v.major, v.minor));
+        let module = find_moduledata(&mut memory, &file, vaddr, &layout, major_minor);
         let text = match module {
             Some((text, _)) => text,
             None => fallback_text(&file, &layout).ok_or(GoError::Malformed("Go text start"))?,
@@ -571,4 +571,120 @@ fn fallback_text(file: &object::File<'_>, layout: &Layout) -> Option<u64> {
         .find(|s| s.name() == Ok("runtime.text"))
         .map(|s| s.address())
         .or_else(|| file.section_by_name(".text").map(|s| s.address()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A two-function Go 1.20 table, built by hand: `main.a` at text+0 and
+    /// `main.b` at text+16, both in `/src/x.go`, line 10 for their first 4
+    /// bytes and line 12 after.
+    fn synthetic() -> Vec<u8> {
+        let names = b"main.a\0main.b\0";
+        let files = b"/src/x.go\0";
+        // Offset 0 means "no table", so the streams start at 1.
+        let pcfile = [2, 16, 0]; // value -1 → 0 (zigzag 2) for 16 bytes
+        let pcln = [22, 4, 4, 12, 0]; // -1 → 10 for 4 bytes, → 12 for 12
+        let funcnames = 72;
+        let cu = funcnames + names.len();
+        let filetab = cu + 4;
+        let pctab = filetab + files.len();
+        let pcln_off = pctab + 1 + pcfile.len() + pcln.len();
+        let mut t = vec![0xf1, 0xff, 0xff, 0xff, 0, 0, 1, 8];
+        for w in [2, 1, 0, funcnames, cu, filetab, pctab, pcln_off] {
+            t.extend_from_slice(&(w as u64).to_le_bytes());
+        }
+        t.extend_from_slice(names);
+        t.extend_from_slice(&0u32.to_le_bytes());
+        t.extend_from_slice(files);
+        t.push(0);
+        t.extend_from_slice(&pcfile);
+        t.extend_from_slice(&pcln);
+        let (pcfile_at, pcln_at) = (1, 1 + pcfile.len() as u32);
+        let functab = [0, 20, 16, 64, 32];
+        t.extend(functab.iter().flat_map(|v: &u32| v.to_le_bytes()));
+        for (entry, name, start) in [(0, 0, 9), (16, 7, 11)] {
+            let fields = [entry, name, 0, 0, 0, pcfile_at, pcln_at, 0, 0, start, 0];
+            t.extend(fields.iter().flat_map(|v: &u32| v.to_le_bytes()));
+        }
+        t
+    }
+
+    fn table(bytes: Vec<u8>) -> GoTable {
+        let layout = Layout::parse(&bytes).unwrap();
+        GoTable {
+            table: 0..bytes.len(),
+            bytes: Arc::new(Bytes::Owned(bytes)),
+            layout,
+            text: 0x1000,
+            gofunc: None,
+        }
+    }
+
+    #[test]
+    fn synthetic_table_decodes() {
+        let t = table(synthetic());
+        let frame = |pc| {
+            t.frames(pc)
+                .into_iter()
+                .map(|f| (f.function, f.file, f.line, f.start_line))
+        };
+        let at = |pc| frame(pc).collect::<Vec<_>>();
+        let x = || "/src/x.go".to_owned();
+        assert_eq!(at(0x1000), [("main.a".to_owned(), x(), 10, 9)]);
+        assert_eq!(at(0x1003), [("main.a".to_owned(), x(), 10, 9)]);
+        assert_eq!(at(0x1004), [("main.a".to_owned(), x(), 12, 9)]);
+        assert_eq!(at(0x1010), [("main.b".to_owned(), x(), 10, 11)]);
+        assert_eq!(at(0x101f), [("main.b".to_owned(), x(), 12, 11)]);
+        assert!(at(0x1020).is_empty() && at(0xfff).is_empty() && at(0).is_empty());
+        assert_eq!(t.function_entry("main.b"), Some((0x1010, 0x1020)));
+        assert_eq!(t.function_count(), 2);
+    }
+
+    #[test]
+    fn synthetic_table_rejects_damage() {
+        let bytes = synthetic();
+        // The last record ends the table: every shorter table is an error.
+        for cut in 0..bytes.len() {
+            assert!(Layout::parse(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let damaged = |at: usize, value: u8| {
+            let mut b = bytes.clone();
+            b[at] = value;
+            Layout::parse(&b).map(|_| ())
+        };
+        assert!(matches!(
+            damaged(0, 0xfb),
+            Err(GoError::UnsupportedMagic(0xffff_fffb))
+        ));
+        assert!(matches!(damaged(4, 1), Err(GoError::Malformed(_))));
+        assert!(matches!(
+            damaged(7, 4),
+            Err(GoError::Truncated(_) | GoError::Malformed(_))
+        ));
+        assert!(matches!(damaged(8, 200), Err(GoError::Truncated(_))));
+        // funcnameOffset past cuOffset.
+        assert!(matches!(
+            damaged(8 + 3 * 8, 200),
+            Err(GoError::Malformed(_))
+        ));
+        // Second function before the first.
+        let functab = bytes.len() - 2 * 44 - 20;
+        let mut unsorted = bytes.clone();
+        unsorted[functab] = 17;
+        assert!(matches!(
+            Layout::parse(&unsorted),
+            Err(GoError::Malformed(_))
+        ));
+        // Corrupt streams and names degrade to "?" and 0, never panic.
+        for at in 72..functab {
+            let mut b = bytes.clone();
+            b[at] ^= 0xff;
+            let t = table(b);
+            for pc in 0x1000..0x1020 {
+                assert_eq!(t.frames(pc).len(), 1);
+            }
+        }
+    }
 }

@@ -364,6 +364,10 @@ pub struct LabelsCursor {
     pub reserved: u32,
 }
 
+/// A read of the traced process's memory failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadError;
+
 /// What a [`labels_step`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -380,24 +384,24 @@ pub fn labels_begin<M: GoMemory + ?Sized>(
     labels: u64,
     o: &GoOffsets,
     out: &mut GoLabelsRecord,
-) -> Result<Option<LabelsCursor>, ()> {
+) -> Result<Option<LabelsCursor>, ReadError> {
     out.total = 0;
     out.count = 0;
     let mut c = LabelsCursor::default();
     if o.labels_layout == labels_layout::SLICE {
         let header = at(labels, o.slice_list);
-        c.base = mem.u64_at(header).ok_or(())?;
-        c.len = mem.u64_at(header.wrapping_add(8)).ok_or(())?;
+        c.base = mem.u64_at(header).ok_or(ReadError)?;
+        c.len = mem.u64_at(header.wrapping_add(8)).ok_or(ReadError)?;
     } else if o.labels_layout == labels_layout::MAP {
-        let hmap = mem.u64_at(labels).ok_or(())?;
+        let hmap = mem.u64_at(labels).ok_or(ReadError)?;
         if hmap == 0 {
             return Ok(None);
         }
-        c.len = mem.u64_at(at(hmap, o.hmap_count)).ok_or(())?;
-        let flags = mem.u8_at(at(hmap, o.hmap_flags)).ok_or(())?;
-        let b = mem.u8_at(at(hmap, o.hmap_b)).ok_or(())?;
-        c.base = mem.u64_at(at(hmap, o.hmap_buckets)).ok_or(())?;
-        c.old = mem.u64_at(at(hmap, o.hmap_oldbuckets)).ok_or(())?;
+        c.len = mem.u64_at(at(hmap, o.hmap_count)).ok_or(ReadError)?;
+        let flags = mem.u8_at(at(hmap, o.hmap_flags)).ok_or(ReadError)?;
+        let b = mem.u8_at(at(hmap, o.hmap_b)).ok_or(ReadError)?;
+        c.base = mem.u64_at(at(hmap, o.hmap_buckets)).ok_or(ReadError)?;
+        c.old = mem.u64_at(at(hmap, o.hmap_oldbuckets)).ok_or(ReadError)?;
         c.nbuckets = 1u64 << (if b > 32 { 32 } else { b });
         c.nold = if c.old == 0 {
             0
@@ -444,7 +448,15 @@ pub fn labels_step<M: GoMemory + ?Sized>(
         let Some(slot) = out.list.get_mut(i) else {
             return Step::Error;
         };
-        if read_label(mem, bucket, o.label_key as usize, o.label_value as usize, slot).is_none() {
+        if read_label(
+            mem,
+            bucket,
+            o.label_key as usize,
+            o.label_value as usize,
+            slot,
+        )
+        .is_none()
+        {
             return Step::Error;
         }
         out.count += 1;
@@ -470,10 +482,12 @@ pub fn labels_step<M: GoMemory + ?Sized>(
             overflow
         } else if c.next_new < c.nbuckets {
             c.next_new += 1;
-            c.base.wrapping_add((c.next_new - 1).wrapping_mul(size as u64))
+            c.base
+                .wrapping_add((c.next_new - 1).wrapping_mul(size as u64))
         } else if c.next_old < c.nold {
             c.next_old += 1;
-            c.old.wrapping_add((c.next_old - 1).wrapping_mul(size as u64))
+            c.old
+                .wrapping_add((c.next_old - 1).wrapping_mul(size as u64))
         } else {
             return Step::Done;
         };

@@ -564,7 +564,10 @@ mod tests {
         else {
             panic!("not labels")
         };
-        assert_eq!((g.pid, g.labels, g.fingerprint, g.total, g.count()), (7, 0xc000, 99, 20, 2));
+        assert_eq!(
+            (g.pid, g.labels, g.fingerprint, g.total, g.count()),
+            (7, 0xc000, 99, 20, 2)
+        );
         let first = g.labels().next().unwrap();
         assert_eq!((first.key(), first.value()), (&b"env"[..], &b"prod"[..]));
         assert_eq!(

@@ -15,8 +15,8 @@ use aya_ebpf::{
 use profiler_common::{
     Counter, LabelsKey, MAX_KERNEL_FRAMES, MAX_USER_FRAMES, RecordKind,
     golang::{
-        GoMemory, GoOffsets, GoSampleExt, MAX_GO_LABELS, MAX_LABEL_STEPS, Step, go_flags,
-        labels_begin, labels_record_len, labels_step, read_state,
+        GoMemory, GoOffsets, GoSampleExt, MAX_GO_LABELS, MAX_LABEL_STEPS, ReadError, Step,
+        go_flags, labels_begin, labels_record_len, labels_step, read_state,
     },
 };
 
@@ -104,7 +104,7 @@ fn send_labels(pid: u32, ext: &mut GoSampleExt, offsets: &GoOffsets) -> Option<(
     rec.labels = ext.labels;
     rec.fingerprint = ext.labels_fingerprint;
     match labels_begin(&UserMemory, ext.labels, offsets, rec) {
-        Err(()) => {
+        Err(ReadError) => {
             count(Counter::GoReadError);
             return None;
         }
@@ -153,7 +153,13 @@ extern "C" fn label_step(_index: u64, _ctx: *mut c_void) -> i64 {
     };
     // SAFETY: this CPU's scratch slot, filled by `send_labels`.
     let s = unsafe { &mut *scratch };
-    match labels_step(&UserMemory, &s.offsets, &mut s.cursor, &mut s.record, &mut s.bucket) {
+    match labels_step(
+        &UserMemory,
+        &s.offsets,
+        &mut s.cursor,
+        &mut s.record,
+        &mut s.bucket,
+    ) {
         Step::Continue => 0,
         Step::Done => 1,
         Step::Error => {

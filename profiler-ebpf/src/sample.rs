@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 use profiler_common::{
     Counter, MAX_EXT_BYTES, MAX_KERNEL_FRAMES, MAX_USER_FRAMES, RecordKind, SampleHeader,
-    UserUnwinder, prog_slot, proc_flags, sample_flags,
+    UserUnwinder, proc_flags, prog_slot, sample_flags,
 };
 
 use crate::{
@@ -124,7 +124,8 @@ pub fn submit() {
     let ext = usize::from(buf.header.ext_len).min(MAX_EXT_BYTES);
     let len = HEADER_BYTES + 8 * frames + ext;
     // SAFETY: `len` is at most the size of `SampleBuf` (every part is bounded).
-    let record = unsafe { core::slice::from_raw_parts((buf as *const SampleBuf).cast::<u8>(), len) };
+    let record =
+        unsafe { core::slice::from_raw_parts((buf as *const SampleBuf).cast::<u8>(), len) };
     let submit = wakeup_flags(len as u64);
     match EVENTS.output::<[u8]>(record, submit) {
         Ok(()) => count(Counter::Submitted),

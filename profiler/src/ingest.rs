@@ -11,7 +11,7 @@ use crate::{
     aggregate::{Instant2, Observation, Window},
     golang::samples::{LabelCache, Labels},
     metrics::{self, Metrics},
-    process::{FrameKey, ObjectFile, ObjectId, ProcessTracker},
+    process::{FrameKey, ObjectFile, ObjectId, ProcessHooks, ProcessTracker},
     profile::referenced_objects,
 };
 
@@ -39,10 +39,19 @@ fn caller_address(addr: u64) -> u64 {
 }
 
 impl Ingest {
-    /// Starts the first window at `start`.
-    pub fn new(metrics: Arc<Metrics>, start: Instant2) -> Self {
+    /// Starts the first window at `start`; `hooks` hears of process starts
+    /// and ends.
+    pub fn new(
+        metrics: Arc<Metrics>,
+        start: Instant2,
+        hooks: Option<Box<dyn ProcessHooks>>,
+    ) -> Self {
+        let mut tracker = ProcessTracker::new(Arc::clone(&metrics));
+        if let Some(h) = hooks {
+            tracker.set_hooks(h);
+        }
         Self {
-            tracker: ProcessTracker::new(Arc::clone(&metrics)),
+            tracker,
             labels: LabelCache::default(),
             window: Window::new(start),
             metrics,
@@ -181,7 +190,7 @@ mod tests {
     #[test]
     fn adjusts_return_addresses_and_counts_malformed() {
         let m = Arc::new(Metrics::default());
-        let mut ingest = Ingest::new(Arc::clone(&m), Instant2::now());
+        let mut ingest = Ingest::new(Arc::clone(&m), Instant2::now(), None);
         let pid = std::process::id();
         ingest.record(&sample_bytes(
             pid,

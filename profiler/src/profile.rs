@@ -9,7 +9,8 @@ use std::{
 };
 
 use crate::{
-    aggregate::{Instant2, Window},
+    aggregate::{GoKey, Instant2, LabelsId, Window},
+    golang::samples::LabelSet,
     process::{FrameKey, ObjectFile, ObjectId, ProcId, ProcessMeta, objects::hex},
     symbolize::{SymFrame, Symbolizer},
 };
@@ -41,6 +42,10 @@ pub struct Mapping {
     pub has_filenames: bool,
     pub has_line_numbers: bool,
     pub has_inline_frames: bool,
+    /// A Go binary (its code is `profile.frame.type` go).
+    pub is_go: bool,
+    /// Its Go build id.
+    pub go_build_id: Option<String>,
 }
 
 /// A function.
@@ -108,6 +113,21 @@ pub struct Location {
     pub lines: Vec<Line>,
 }
 
+/// The goroutine of a Go sample.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GoState {
+    pub goid: u64,
+    /// idle, runnable, running, syscall, waiting, dead, copystack, preempted.
+    pub state: &'static str,
+    /// Why it waits, when waiting.
+    pub wait_reason: Option<Arc<str>>,
+    /// Sampled on a system stack (g0/gsignal) working for it.
+    pub system_stack: bool,
+    pub labels: Option<Arc<LabelSet>>,
+    /// It had labels whose record was lost.
+    pub labels_unknown: bool,
+}
+
 /// Samples with one identity.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sample {
@@ -117,6 +137,8 @@ pub struct Sample {
     pub thread_name: Arc<str>,
     /// Logical CPU the samples were taken on.
     pub cpu: u32,
+    /// The goroutine, for Go processes.
+    pub go: Option<GoState>,
     /// Index into [`Profile::stacks`].
     pub stack: u32,
     pub count: u64,
@@ -171,6 +193,8 @@ impl Builder<'_> {
         if let Some(&i) = self.mapping_index.get(&kind) {
             return i;
         }
+        let mut go_build_id = None;
+        let mut is_go = false;
         let (filename, build_id, (start, limit, offset), inline): (Arc<str>, _, _, _) = match kind {
             MappingKind::Kernel => {
                 let ((lo, hi), id) = self.sym.kernel_mapping();
@@ -190,6 +214,8 @@ impl Builder<'_> {
                         .find(|s| s.vaddr == lo)
                         .map_or(0, |s| s.file_offset);
                     let info = self.sym.object_info(obj);
+                    is_go = info.is_go;
+                    go_build_id = info.go_build_id;
                     (
                         obj.path.as_str().into(),
                         obj.build_id_hex(),
@@ -215,6 +241,8 @@ impl Builder<'_> {
             has_filenames: false,
             has_line_numbers: false,
             has_inline_frames: inline,
+            is_go,
+            go_build_id,
         });
         self.mapping_index.insert(kind, i);
         i
@@ -261,6 +289,7 @@ impl Builder<'_> {
         let mapping = self.mapping(kind);
         let frame_type = match kind {
             MappingKind::Kernel => FrameType::Kernel,
+            _ if self.profile.mappings[mapping as usize].is_go => FrameType::Go,
             _ if frames
                 .first()
                 .is_some_and(|f| is_rust_symbol(&f.system_name)) =>
@@ -313,6 +342,24 @@ impl Builder<'_> {
     }
 }
 
+fn go_state(g: &GoKey, meta: &ProcessMeta, window: &Window) -> GoState {
+    let (state, wait_reason) = match &meta.go {
+        Some(go) => (
+            go.status_name(g.status),
+            go.wait_reason(g.status, g.wait_reason).cloned(),
+        ),
+        None => ("unknown", None),
+    };
+    GoState {
+        goid: g.goid,
+        state,
+        wait_reason,
+        system_stack: g.system_stack,
+        labels: window.labels(g.labels).cloned(),
+        labels_unknown: g.labels == LabelsId::Unknown,
+    }
+}
+
 /// Symbolizes `input.window` into a [`Profile`].
 pub fn build(input: &BuildInput<'_>, sym: &mut Symbolizer) -> Profile {
     let window = input.window;
@@ -348,6 +395,7 @@ pub fn build(input: &BuildInput<'_>, sym: &mut Symbolizer) -> Profile {
             tid: key.tid,
             thread_name: Arc::clone(window.comm(key.comm)),
             cpu: key.cpu,
+            go: key.go.map(|g| go_state(&g, meta, window)),
             stack: key.stack.0,
             count: count.count,
             times_ns: count
@@ -402,6 +450,8 @@ pub fn example() -> Profile {
         has_filenames: f,
         has_line_numbers: f,
         has_inline_frames: f,
+        is_go: false,
+        go_build_id: None,
     };
     let func = |name: &str| Function {
         name: name.into(),
@@ -467,6 +517,7 @@ pub fn example() -> Profile {
                 tid: 100,
                 thread_name: "worker".into(),
                 cpu: 0,
+                go: None,
                 stack: 0,
                 count: 3,
                 times_ns: vec![1, 2, 3],
@@ -476,6 +527,7 @@ pub fn example() -> Profile {
                 tid: 101,
                 thread_name: "io".into(),
                 cpu: 1,
+                go: None,
                 stack: 1,
                 count: 2,
                 times_ns: vec![4, 5],
@@ -554,6 +606,7 @@ mod tests {
             cpu: 0,
             comm: &comm,
             time_ns,
+            go: None,
         };
         window.add(&p, &obs(42, 20), &stack);
         window.add(&p, &obs(42, 30), &stack);

@@ -233,6 +233,7 @@ async fn session(settings: Settings) -> Result<()> {
     let mut loaded = Loaded::load(&settings.sampling)?;
     let cpus = loaded.cpus.len();
     let counters = loaded.maps().take_counters()?;
+    let procs = loaded.maps().take_proc_table()?;
     let ring = loaded.maps().take_ring_buffer()?;
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd
     // owns the ring buffer, and `as_raw_fd` always returns that fd.
@@ -292,7 +293,7 @@ async fn session(settings: Settings) -> Result<()> {
     let (windows_tx, windows_rx) = mpsc::channel::<Flushed>(4);
     let pipeline = tokio::spawn(pipeline(windows_rx, fanout, encoding, Arc::clone(&metrics)));
 
-    let mut ingest = Ingest::new(Arc::clone(&metrics), Instant2::now());
+    let mut ingest = Ingest::new(Arc::clone(&metrics), Instant2::now(), Some(Box::new(procs)));
     let mut drain_tick = interval(DRAIN_EVERY);
     drain_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut flush_tick = interval(flush_every.unwrap_or(Duration::from_secs(3600)));

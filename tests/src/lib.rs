@@ -83,6 +83,34 @@ pub fn can_run(test: &str, needs: &[&str]) -> bool {
     false
 }
 
+/// The official Go toolchains installed by `cargo xtask go-toolchains`, as
+/// (version, `go` binary), oldest first.
+pub fn go_toolchains() -> Vec<(String, PathBuf)> {
+    let dir = std::env::var_os("PROFILER_GO_TOOLCHAINS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/go-toolchains"));
+    let mut found: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().into_string().ok()?;
+            let go = std::fs::read_dir(e.path().join("lib"))
+                .ok()?
+                .flatten()
+                .map(|p| p.path().join("site-packages/go/bin/go"))
+                .find(|go| go.is_file())?;
+            Some((version, go))
+        })
+        .collect();
+    found.sort_by_key(|(v, _)| {
+        v.split('.')
+            .map(|p| p.parse::<u32>().unwrap_or(0))
+            .collect::<Vec<_>>()
+    });
+    found
+}
+
 /// A directory of compiled fixtures.
 pub struct Fixtures {
     dir: tempfile::TempDir,
@@ -129,6 +157,30 @@ impl Fixtures {
             .expect("gcc runs");
         assert!(st.success(), "gcc failed for {name}");
         out
+    }
+
+    /// Builds the Go fixture package `tests/fixtures/NAME` with `go` and
+    /// `flags` (and `cgo` on or off) into `OUT`.
+    pub fn go(&self, go: &Path, name: &str, out: &str, cgo: bool, flags: &[&str]) -> PathBuf {
+        let bin = self.dir.path().join(out);
+        let cache = workspace().join("target/go-fixture-cache");
+        let st = Command::new(go)
+            .arg("build")
+            .args(flags)
+            .arg("-o")
+            .arg(&bin)
+            .arg(".")
+            .current_dir(Self::source(name))
+            .env("GOTOOLCHAIN", "local")
+            .env("GOPROXY", "off")
+            .env("GOFLAGS", "-mod=mod")
+            .env("CGO_ENABLED", if cgo { "1" } else { "0" })
+            .env("GOCACHE", cache.join("build"))
+            .env("GOPATH", cache.join("gopath"))
+            .status()
+            .expect("go runs");
+        assert!(st.success(), "go build {out} failed");
+        bin
     }
 
     /// Compiles `tests/fixtures/NAME.rs` with optimisations, debug info and

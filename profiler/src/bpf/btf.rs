@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
-use btf_rs::{Btf, BtfType, Type};
+use btf_rs::{Btf, Type};
 
 /// Byte offset of the member at `path` (e.g. `["thread", "fsbase"]`) in
 /// struct `name`, looking through anonymous struct and union members.
@@ -25,7 +25,7 @@ pub fn member_offset(btf: &Btf, name: &str, path: &[&str]) -> Result<u32> {
         offset_bits += bits;
         current = member_type;
     }
-    if offset_bits % 8 != 0 {
+    if !offset_bits.is_multiple_of(8) {
         bail!("{name}.{} is a bit field", path.join("."));
     }
     Ok(offset_bits / 8)
@@ -35,8 +35,13 @@ pub fn member_offset(btf: &Btf, name: &str, path: &[&str]) -> Result<u32> {
 fn resolve(btf: &Btf, mut ty: Type) -> Result<Type> {
     for _ in 0..16 {
         match &ty {
-            Type::Typedef(_) | Type::Volatile(_) | Type::Const(_) | Type::Restrict(_) | Type::TypeTag(_) => {
-                ty = btf.resolve_chained_type(ty.as_btf_type().expect("chained types are BTF types"))?;
+            Type::Typedef(_)
+            | Type::Volatile(_)
+            | Type::Const(_)
+            | Type::Restrict(_)
+            | Type::TypeTag(_) => {
+                ty = btf
+                    .resolve_chained_type(ty.as_btf_type().expect("chained types are BTF types"))?;
             }
             _ => return Ok(ty),
         }
@@ -68,7 +73,8 @@ fn find_member(btf: &Btf, ty: &Type, field: &str) -> Result<(u32, Type)> {
 
 /// `task_struct.thread.fsbase` (x86-64), or `None` where it does not exist.
 pub fn task_fsbase(path: &Path) -> Result<Option<u32>> {
-    let btf = Btf::from_file(path).with_context(|| format!("cannot parse BTF {}", path.display()))?;
+    let btf =
+        Btf::from_file(path).with_context(|| format!("cannot parse BTF {}", path.display()))?;
     if !cfg!(target_arch = "x86_64") {
         return Ok(None);
     }
@@ -89,10 +95,16 @@ mod tests {
         let btf = Btf::from_file(path).unwrap();
         let fsbase = member_offset(&btf, "task_struct", &["thread", "fsbase"]).unwrap();
         let thread = member_offset(&btf, "task_struct", &["thread"]).unwrap();
-        assert!(fsbase > thread && fsbase < thread + 256, "{thread} {fsbase}");
+        assert!(
+            fsbase > thread && fsbase < thread + 256,
+            "{thread} {fsbase}"
+        );
         // `pid` sits inside task_struct at a plausible place; `tgid` follows it.
         let pid = member_offset(&btf, "task_struct", &["pid"]).unwrap();
-        assert_eq!(member_offset(&btf, "task_struct", &["tgid"]).unwrap(), pid + 4);
+        assert_eq!(
+            member_offset(&btf, "task_struct", &["tgid"]).unwrap(),
+            pid + 4
+        );
         assert!(member_offset(&btf, "task_struct", &["no_such_member"]).is_err());
         assert!(member_offset(&btf, "no_such_struct", &["x"]).is_err());
         assert_eq!(task_fsbase(path).unwrap(), Some(fsbase));

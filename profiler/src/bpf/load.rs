@@ -30,8 +30,10 @@ pub struct Loaded {
 impl Loaded {
     /// Loads, configures and attaches everything for `sampling`.
     pub fn load(sampling: &Sampling) -> Result<Self> {
+        let t = std::time::Instant::now();
         let btf = Btf::parse_file(&sampling.btf, Endianness::default())
             .with_context(|| format!("cannot parse kernel BTF {}", sampling.btf.display()))?;
+        debug!("kernel BTF parsed in {:?}", t.elapsed());
         let task_fsbase = match super::btf::task_fsbase(&sampling.btf) {
             Ok(off) => off.unwrap_or(0),
             Err(e) => {
@@ -39,6 +41,7 @@ impl Loaded {
                 0
             }
         };
+        debug!("kernel offsets read at {:?}", t.elapsed());
         let config = Config {
             filter_pids: u32::from(!sampling.pids.is_empty()),
             // Wake the reader when a quarter of the buffer is in use.
@@ -53,10 +56,13 @@ impl Loaded {
             .load(OBJECT)
             .map_err(|e| anyhow!("cannot load the BPF object: {e}"))?;
 
+        debug!("BPF object loaded at {:?}", t.elapsed());
         BpfMaps::fill_pid_filter(&mut ebpf, &sampling.pids)?;
 
         load_stages(&mut ebpf)?;
+        debug!("BPF stages loaded at {:?}", t.elapsed());
         let cpus = attach_sampler(&mut ebpf, sampling.frequency)?;
+        debug!("sampler attached at {:?}", t.elapsed());
         let process_events = match attach_process_events(&mut ebpf, &btf) {
             Ok(()) => true,
             Err(e) => {

@@ -4,10 +4,13 @@
 use anyhow::{Result, anyhow};
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::ProgramFd,
 };
-use profiler_common::{Counter, names};
+use profiler_common::{Counter, ProcInfo, golang::GoOffsets, names, proc_flags};
+use tracing::{debug, warn};
+
+use crate::process::{ProcessHooks, ProcessMeta};
 
 /// Borrowed view of a loaded object's maps.
 pub struct BpfMaps<'a> {
@@ -52,7 +55,81 @@ impl CounterMap {
     }
 }
 
+/// The per-process BPF state (`PROCS`) and the Go offsets it points into
+/// (`GO_OFFSETS`), kept in step with the process tracker.
+pub struct ProcTable {
+    procs: HashMap<MapData, u32, ProcInfo>,
+    offsets: Array<MapData, GoOffsets>,
+    /// Offsets already in `GO_OFFSETS`, by index.
+    known: Vec<GoOffsets>,
+}
+
+impl ProcTable {
+    /// The index of `o` in `GO_OFFSETS`, adding it if new.
+    fn offsets_index(&mut self, o: &GoOffsets) -> Option<u32> {
+        if let Some(i) = self.known.iter().position(|k| k == o) {
+            return Some(i as u32);
+        }
+        let i = self.known.len() as u32;
+        if i >= self.offsets.len() {
+            warn!("more distinct Go runtime layouts than the BPF table holds ({i})");
+            return None;
+        }
+        if let Err(e) = self.offsets.set(i, *o, 0) {
+            warn!("cannot store Go offsets in BPF: {e}");
+            return None;
+        }
+        self.known.push(*o);
+        Some(i)
+    }
+}
+
+impl ProcessHooks for ProcTable {
+    fn started(&mut self, meta: &ProcessMeta) {
+        let Some(go) = &meta.go else {
+            // A pid reused by a process that is not Go.
+            let _ = self.procs.remove(&meta.pid);
+            return;
+        };
+        let Some(index) = self.offsets_index(&go.offsets) else {
+            return;
+        };
+        let info = ProcInfo {
+            flags: proc_flags::GO,
+            go_offsets: index,
+            go_tls: i32::try_from(go.tls).unwrap_or(0),
+            reserved: 0,
+        };
+        match self.procs.insert(meta.pid, info, 0) {
+            Ok(()) => debug!("pid {}: {} goroutine state enabled", meta.pid, go.version),
+            Err(e) => warn!("pid {}: cannot enable goroutine state: {e}", meta.pid),
+        }
+    }
+
+    fn ended(&mut self, pid: u32) {
+        let _ = self.procs.remove(&pid);
+    }
+}
+
 impl<'a> BpfMaps<'a> {
+    /// Takes the per-process tables (once).
+    pub fn take_proc_table(&mut self) -> Result<ProcTable> {
+        let mut take = |name: &str| {
+            self.ebpf
+                .take_map(name)
+                .ok_or_else(|| anyhow!("BPF map {name} already taken"))
+        };
+        let procs = HashMap::try_from(take(names::PROCS)?)
+            .map_err(|e| anyhow!("BPF map {}: {e}", names::PROCS))?;
+        let offsets = Array::try_from(take(names::GO_OFFSETS)?)
+            .map_err(|e| anyhow!("BPF map {}: {e}", names::GO_OFFSETS))?;
+        Ok(ProcTable {
+            procs,
+            offsets,
+            known: Vec::new(),
+        })
+    }
+
     pub(crate) fn new(ebpf: &'a mut Ebpf) -> Self {
         Self { ebpf }
     }

@@ -10,7 +10,12 @@
 //! profiler); one profile of `samples/count` with period `cpu/nanoseconds`.
 //! Each sample carries its timestamps (a value of 1 per timestamp) and the
 //! attributes `thread.id`, `thread.name`, `cpu.logical_number`; locations
-//! carry `profile.frame.type`; mappings `process.executable.build_id.gnu`.
+//! carry `profile.frame.type`; mappings `process.executable.build_id.gnu`
+//! (and `.go` for Go binaries). Go samples add `go.goroutine.id`,
+//! `go.goroutine.state`, `go.goroutine.wait_reason` and the goroutine's
+//! pprof labels as attributes; labels carrying a trace and span id
+//! (`trace_id`/`span_id` or `otel.trace_id`/`otel.span_id`, hex) become a
+//! Link, so profiles and traces join.
 
 use std::collections::HashMap;
 
@@ -42,6 +47,28 @@ pub mod keys {
     pub const CPU: &str = "cpu.logical_number";
     pub const FRAME_TYPE: &str = "profile.frame.type";
     pub const BUILD_ID_GNU: &str = "process.executable.build_id.gnu";
+    pub const BUILD_ID_GO: &str = "process.executable.build_id.go";
+}
+
+/// The trace a goroutine's labels name, as an OTLP Link.
+pub fn trace_link(labels: &crate::golang::samples::LabelSet) -> Option<otlp::Link> {
+    let hex = |s: &str, len: usize| -> Option<Vec<u8>> {
+        let s = s.trim();
+        if s.len() != len * 2 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        (0..len)
+            .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
+            .collect()
+    };
+    ["", "otel."].iter().find_map(|prefix| {
+        let trace = hex(labels.get(&format!("{prefix}trace_id"))?, 16)?;
+        let span = hex(labels.get(&format!("{prefix}span_id"))?, 8)?;
+        (trace.iter().any(|&b| b != 0) && span.iter().any(|&b| b != 0)).then_some(otlp::Link {
+            trace_id: trace,
+            span_id: span,
+        })
+    })
 }
 
 /// An attribute value as the dictionary interns it.
@@ -57,12 +84,13 @@ struct Dict {
     strings: HashMap<String, i32>,
     attributes: HashMap<(i32, AttrValue), i32>,
     /// Encoded message → index, per table, for value-based dedup.
-    seen: [HashMap<Vec<u8>, i32>; 3],
+    seen: [HashMap<Vec<u8>, i32>; 4],
 }
 
 const MAPPINGS: usize = 0;
 const LOCATIONS: usize = 1;
 const STACKS: usize = 2;
+const LINKS: usize = 3;
 
 impl Dict {
     fn new() -> Self {
@@ -85,6 +113,7 @@ impl Dict {
             (MAPPINGS, otlp::Mapping::default().encode_to_vec()),
             (LOCATIONS, otlp::Location::default().encode_to_vec()),
             (STACKS, otlp::Stack::default().encode_to_vec()),
+            (LINKS, otlp::Link::default().encode_to_vec()),
         ] {
             d.seen[table].insert(zero, 0);
         }
@@ -129,6 +158,7 @@ impl Dict {
         let i = match table {
             MAPPINGS => self.d.mapping_table.len(),
             LOCATIONS => self.d.location_table.len(),
+            LINKS => self.d.link_table.len(),
             _ => self.d.stack_table.len(),
         } as i32;
         push(self, msg);
@@ -274,18 +304,24 @@ pub fn to_request(
         unit_strindex: dict.string("nanoseconds"),
     };
 
-    // Samples per process, merged by identity.
-    // (stack, attributes) → timestamps, per process.
-    type Identities = HashMap<(i32, Vec<i32>), Vec<u64>>;
+    // Samples per process, merged by identity: (stack, attributes, link).
+    type Identities = HashMap<(i32, Vec<i32>, i32), Vec<u64>>;
     let mut per_process: Vec<Identities> = vec![HashMap::new(); p.processes.len()];
     for s in &p.samples {
-        let attrs = vec![
+        let mut attrs = vec![
             dict.attribute(keys::THREAD_ID, AttrValue::Int(i64::from(s.tid))),
             dict.attribute(keys::THREAD_NAME, AttrValue::Str(s.thread_name.to_string())),
             dict.attribute(keys::CPU, AttrValue::Int(i64::from(s.cpu))),
         ];
+        let mut link = 0;
+        if let Some(go) = &s.go {
+            go_attributes(&mut dict, go, &mut attrs);
+            if let Some(l) = go.labels.as_deref().and_then(trace_link) {
+                link = dict.intern(LINKS, l, |d, m| d.d.link_table.push(m));
+            }
+        }
         per_process[s.process as usize]
-            .entry((stacks[s.stack as usize], attrs))
+            .entry((stacks[s.stack as usize], attrs, link))
             .or_default()
             .extend_from_slice(&s.times_ns);
     }
@@ -302,16 +338,18 @@ pub fn to_request(
         .map(|(process, samples)| {
             let mut samples: Vec<otlp::Sample> = samples
                 .into_iter()
-                .map(|((stack_index, attribute_indices), mut times)| {
-                    times.sort_unstable();
-                    otlp::Sample {
-                        stack_index,
-                        attribute_indices,
-                        link_index: 0,
-                        values: vec![1; times.len()],
-                        timestamps_unix_nano: times,
-                    }
-                })
+                .map(
+                    |((stack_index, attribute_indices, link_index), mut times)| {
+                        times.sort_unstable();
+                        otlp::Sample {
+                            stack_index,
+                            attribute_indices,
+                            link_index,
+                            values: vec![1; times.len()],
+                            timestamps_unix_nano: times,
+                        }
+                    },
+                )
                 .collect();
             samples.sort_by(|a, b| {
                 (a.stack_index, &a.attribute_indices).cmp(&(b.stack_index, &b.attribute_indices))
@@ -340,6 +378,44 @@ pub fn to_request(
     ExportProfilesServiceRequest {
         resource_profiles,
         dictionary: Some(dict.d),
+    }
+}
+
+/// Adds a Go sample's goroutine attributes; a pprof label whose key is
+/// already an attribute of the sample is left out (keys must be unique).
+fn go_attributes(dict: &mut Dict, go: &crate::profile::GoState, attrs: &mut Vec<i32>) {
+    use crate::encode::pprof::labels as l;
+    let goid = i64::try_from(go.goid).unwrap_or(i64::MAX);
+    attrs.push(dict.attribute(l::GOROUTINE_ID, AttrValue::Int(goid)));
+    attrs.push(dict.attribute(l::GOROUTINE_STATE, AttrValue::Str(go.state.to_owned())));
+    if let Some(r) = &go.wait_reason {
+        attrs.push(dict.attribute(l::GOROUTINE_WAIT_REASON, AttrValue::Str(r.to_string())));
+    }
+    let flag = |key| (key, AttrValue::Str("true".to_owned()));
+    let mut extra = Vec::new();
+    if go.system_stack {
+        extra.push(flag(l::GOROUTINE_SYSTEM_STACK));
+    }
+    if go.labels_unknown {
+        extra.push(flag(l::GO_LABELS_UNKNOWN));
+    }
+    if let Some(set) = &go.labels {
+        if set.truncated {
+            extra.push(flag(l::GO_LABELS_TRUNCATED));
+        }
+        for (k, v) in &set.labels {
+            extra.push((k, AttrValue::Str(v.to_string())));
+        }
+    }
+    for (key, value) in extra {
+        let i = dict.attribute(key, value);
+        let key_index = dict.d.attribute_table[i as usize].key_strindex;
+        let taken = attrs
+            .iter()
+            .any(|&a| dict.d.attribute_table[a as usize].key_strindex == key_index);
+        if !taken {
+            attrs.push(i);
+        }
     }
 }
 
@@ -504,6 +580,97 @@ mod tests {
                 "process.executable.build_id.gnu".into(),
                 Some(Value::StringValue("abcd".into()))
             )
+        );
+    }
+
+    #[test]
+    fn go_samples_carry_goroutine_attributes_and_trace_links() {
+        use crate::{golang::samples::LabelSet, profile::GoState};
+        let mut p = example();
+        let set = LabelSet {
+            labels: vec![
+                ("handler".into(), "/checkout".into()),
+                ("thread.id".into(), "clash".into()),
+                ("trace_id".into(), "4bf92f3577b34da6a3ce929d0e0e4736".into()),
+                ("span_id".into(), "00f067aa0ba902b7".into()),
+            ],
+            truncated: true,
+        };
+        p.samples[0].go = Some(GoState {
+            goid: 77,
+            state: "waiting",
+            wait_reason: Some("chan receive".into()),
+            system_stack: false,
+            labels: Some(std::sync::Arc::new(set)),
+            labels_unknown: false,
+        });
+        let req = to_request(&p, &settings(), [3; 16]);
+        let d = req.dictionary.as_ref().unwrap();
+        let prof = &req.resource_profiles[0].scope_profiles[0].profiles[0];
+        let go = prof
+            .samples
+            .iter()
+            .find(|s| s.link_index != 0)
+            .expect("a sample with a link");
+        let attrs: HashMap<_, _> = go.attribute_indices.iter().map(|&i| attr(d, i)).collect();
+        assert_eq!(attrs["go.goroutine.id"], Some(Value::IntValue(77)));
+        assert_eq!(
+            attrs["go.goroutine.state"],
+            Some(Value::StringValue("waiting".into()))
+        );
+        assert_eq!(
+            attrs["go.goroutine.wait_reason"],
+            Some(Value::StringValue("chan receive".into()))
+        );
+        assert_eq!(
+            attrs["handler"],
+            Some(Value::StringValue("/checkout".into()))
+        );
+        assert_eq!(
+            attrs["go.labels.truncated"],
+            Some(Value::StringValue("true".into()))
+        );
+        // A label may not shadow an attribute of the sample.
+        assert_eq!(attrs["thread.id"], Some(Value::IntValue(100)));
+        let link = &d.link_table[go.link_index as usize];
+        assert_eq!(link.trace_id[..2], [0x4b, 0xf9]);
+        assert_eq!(link.span_id.len(), 8);
+        // The other sample has no link.
+        assert!(prof.samples.iter().any(|s| s.link_index == 0));
+    }
+
+    #[test]
+    fn trace_links_need_well_formed_ids() {
+        use crate::golang::samples::LabelSet;
+        let set = |pairs: &[(&str, &str)]| LabelSet {
+            labels: pairs
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+            truncated: false,
+        };
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert!(
+            trace_link(&set(&[
+                ("otel.trace_id", trace),
+                ("otel.span_id", "00f067aa0ba902b7")
+            ]))
+            .is_some()
+        );
+        assert!(trace_link(&set(&[("trace_id", trace)])).is_none());
+        assert!(
+            trace_link(&set(&[
+                ("trace_id", "xyz"),
+                ("span_id", "00f067aa0ba902b7")
+            ]))
+            .is_none()
+        );
+        assert!(
+            trace_link(&set(&[
+                ("trace_id", &"0".repeat(32)),
+                ("span_id", "00f067aa0ba902b7")
+            ]))
+            .is_none()
         );
     }
 

@@ -4,7 +4,10 @@
 //! `cpu/nanoseconds`; ids are 1-based table positions; every string is in
 //! the string table once, with "" at index 0. Labels: `process.pid`,
 //! `thread.id` and `cpu.logical_number` (numbers), `thread.name` and
-//! `process.executable.name`.
+//! `process.executable.name`; for Go, `go.goroutine.id` (number),
+//! `go.goroutine.state`, `go.goroutine.wait_reason` (when waiting) and
+//! every pprof label of the goroutine under its own key, as Go's
+//! runtime/pprof writes them.
 
 use std::{collections::HashMap, io::Write};
 
@@ -21,6 +24,15 @@ pub mod labels {
     pub const THREAD_NAME: &str = "thread.name";
     pub const EXECUTABLE_NAME: &str = "process.executable.name";
     pub const CPU: &str = "cpu.logical_number";
+    pub const GOROUTINE_ID: &str = "go.goroutine.id";
+    pub const GOROUTINE_STATE: &str = "go.goroutine.state";
+    pub const GOROUTINE_WAIT_REASON: &str = "go.goroutine.wait_reason";
+    /// "true" when sampled on g0/gsignal working for the goroutine.
+    pub const GOROUTINE_SYSTEM_STACK: &str = "go.goroutine.system_stack";
+    /// "true" when labels, keys or values were cut at the copy limits.
+    pub const GO_LABELS_TRUNCATED: &str = "go.labels.truncated";
+    /// "true" when the goroutine had labels whose record was lost.
+    pub const GO_LABELS_UNKNOWN: &str = "go.labels.unknown";
 }
 
 #[derive(Default)]
@@ -139,6 +151,7 @@ pub fn to_proto(p: &Profile, comments: &[String]) -> pb::Profile {
         s.get(labels::EXECUTABLE_NAME),
         s.get(labels::CPU),
     ];
+    let cpu_unit = s.get("{cpu}");
     let period = i64::try_from(p.period_ns).unwrap_or(i64::MAX);
     let sample = p
         .samples
@@ -146,39 +159,74 @@ pub fn to_proto(p: &Profile, comments: &[String]) -> pb::Profile {
         .map(|smp| {
             let proc = &p.processes[smp.process as usize];
             let count = i64::try_from(smp.count).unwrap_or(i64::MAX);
+            let mut label = vec![
+                pb::Label {
+                    key: keys[0],
+                    num: i64::from(proc.pid),
+                    ..Default::default()
+                },
+                pb::Label {
+                    key: keys[1],
+                    num: i64::from(smp.tid),
+                    ..Default::default()
+                },
+                pb::Label {
+                    key: keys[2],
+                    str: s.get(&smp.thread_name),
+                    ..Default::default()
+                },
+                pb::Label {
+                    key: keys[3],
+                    str: s.get(&proc.exe_name),
+                    ..Default::default()
+                },
+                // With a unit, pprof keeps the label when the CPU is 0 (a
+                // numeric label with neither value nor unit is dropped).
+                pb::Label {
+                    key: keys[4],
+                    num: i64::from(smp.cpu),
+                    num_unit: cpu_unit,
+                    ..Default::default()
+                },
+            ];
+            if let Some(go) = &smp.go {
+                let mut str_label = |k: &str, v: &str| pb::Label {
+                    key: s.get(k),
+                    str: s.get(v),
+                    ..Default::default()
+                };
+                let mut extra = vec![str_label(labels::GOROUTINE_STATE, go.state)];
+                if let Some(r) = &go.wait_reason {
+                    extra.push(str_label(labels::GOROUTINE_WAIT_REASON, r));
+                }
+                if go.system_stack {
+                    extra.push(str_label(labels::GOROUTINE_SYSTEM_STACK, "true"));
+                }
+                if go.labels_unknown {
+                    extra.push(str_label(labels::GO_LABELS_UNKNOWN, "true"));
+                }
+                if let Some(set) = &go.labels {
+                    for (k, v) in &set.labels {
+                        extra.push(str_label(k, v));
+                    }
+                    if set.truncated {
+                        extra.push(str_label(labels::GO_LABELS_TRUNCATED, "true"));
+                    }
+                }
+                label.push(pb::Label {
+                    key: s.get(labels::GOROUTINE_ID),
+                    num: i64::try_from(go.goid).unwrap_or(i64::MAX),
+                    ..Default::default()
+                });
+                label.extend(extra);
+            }
             pb::Sample {
                 location_id: p.stacks[smp.stack as usize]
                     .iter()
                     .map(|&l| u64::from(l) + 1)
                     .collect(),
                 value: vec![count, count.saturating_mul(period)],
-                label: vec![
-                    pb::Label {
-                        key: keys[0],
-                        num: i64::from(proc.pid),
-                        ..Default::default()
-                    },
-                    pb::Label {
-                        key: keys[1],
-                        num: i64::from(smp.tid),
-                        ..Default::default()
-                    },
-                    pb::Label {
-                        key: keys[2],
-                        str: s.get(&smp.thread_name),
-                        ..Default::default()
-                    },
-                    pb::Label {
-                        key: keys[3],
-                        str: s.get(&proc.exe_name),
-                        ..Default::default()
-                    },
-                    pb::Label {
-                        key: keys[4],
-                        num: i64::from(smp.cpu),
-                        ..Default::default()
-                    },
-                ],
+                label,
             }
         })
         .collect();

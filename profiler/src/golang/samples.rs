@@ -25,8 +25,8 @@ impl LabelSet {
         let labels = rec
             .labels()
             .map(|l| {
-                truncated |= l.key().len() < l.key_len as usize
-                    || l.value().len() < l.value_len as usize;
+                truncated |=
+                    l.key().len() < l.key_len as usize || l.value().len() < l.value_len as usize;
                 (
                     Arc::from(String::from_utf8_lossy(l.key()).as_ref()),
                     Arc::from(String::from_utf8_lossy(l.value()).as_ref()),
@@ -197,8 +197,17 @@ mod tests {
         assert_eq!(set.get("handler"), Some("/api"));
         assert!(!set.truncated);
         // Another process, or a set never received.
-        assert_eq!(cache.sample(10, &ext(0xc000, 0)).unwrap().labels, Labels::Unknown);
-        assert_eq!(cache.sample(9, &ext(0, go_flags::SYSTEM_STACK)).unwrap().labels, Labels::None);
+        assert_eq!(
+            cache.sample(10, &ext(0xc000, 0)).unwrap().labels,
+            Labels::Unknown
+        );
+        assert_eq!(
+            cache
+                .sample(9, &ext(0, go_flags::SYSTEM_STACK))
+                .unwrap()
+                .labels,
+            Labels::None
+        );
         assert!(cache.sample(9, &ext(0, go_flags::NO_GOROUTINE)).is_none());
         assert!(cache.sample(9, &[]).is_none());
         cache.forget(9);

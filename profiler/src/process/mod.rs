@@ -31,6 +31,15 @@ pub enum FrameKey {
     Unmapped(u64),
 }
 
+/// Told about process instances as they start and end, so per-process
+/// state kept elsewhere (the BPF `PROCS` map) follows the tracker.
+pub trait ProcessHooks: Send {
+    /// A process instance was read from /proc.
+    fn started(&mut self, meta: &ProcessMeta);
+    /// A pid's instance ended (exec, exit, or gone).
+    fn ended(&mut self, pid: u32);
+}
+
 /// What the profile says about a process.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcessMeta {

@@ -14,13 +14,16 @@ use std::{
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
 };
 
 use memmap2::Mmap;
 use object::{Object, ObjectSegment, SegmentFlags};
+use tracing::warn;
+
+use crate::golang::process::GoBinary;
 
 /// Identity of a file's contents: a rebuilt binary at the same path, or a
 /// file rewritten in place, gets a new key.
@@ -97,6 +100,8 @@ pub struct ObjectFile {
     pub segments: Vec<Segment>,
     pub key: Option<FileKey>,
     pub bytes: Arc<Bytes>,
+    /// Go runtime facts, detected on first use.
+    go: OnceLock<Option<Arc<GoBinary>>>,
     /// Registry window stamp of the last time a process mapped it.
     last_used: AtomicU64,
 }
@@ -155,8 +160,28 @@ impl ObjectFile {
             segments,
             key: None,
             bytes: Arc::new(bytes),
+            go: OnceLock::new(),
             last_used: AtomicU64::new(0),
         }
+    }
+
+    /// The Go runtime facts of this file, if it is a Go binary whose
+    /// goroutine state can be read (detected once; a failure is logged once).
+    pub fn go_binary(&self) -> Option<Arc<GoBinary>> {
+        self.go
+            .get_or_init(|| {
+                if self.kind != ObjectKind::Elf {
+                    return None;
+                }
+                match GoBinary::detect(&self.bytes) {
+                    Ok(go) => go.map(Arc::new),
+                    Err(e) => {
+                        warn!("{}: no goroutine state for this Go binary: {e}", self.path);
+                        None
+                    }
+                }
+            })
+            .clone()
     }
 
     /// The segment a mapping at (page-aligned) file offset `offset` maps,

@@ -20,7 +20,7 @@ use procfs::process::{MemoryMap, Process};
 use tracing::debug;
 
 use super::{
-    FrameKey, ProcId, ProcessMeta, container,
+    FrameKey, ProcId, ProcessHooks, ProcessMeta, container,
     maps::{AddressSpace, Resolver, Target},
     objects::{Bytes, ObjectFile, ObjectId, ObjectKind, ObjectRegistry},
 };
@@ -50,6 +50,7 @@ pub struct ProcessTracker {
     next_proc: u32,
     window: u64,
     metrics: Arc<Metrics>,
+    hooks: Option<Box<dyn ProcessHooks>>,
 }
 
 struct RegistryResolver<'a> {
@@ -165,13 +166,27 @@ impl ProcessTracker {
             next_proc: 0,
             window: 0,
             metrics,
+            hooks: None,
+        }
+    }
+
+    /// Reports process starts and ends to `hooks` from now on.
+    pub fn set_hooks(&mut self, hooks: Box<dyn ProcessHooks>) {
+        self.hooks = Some(hooks);
+    }
+
+    fn ended(&mut self, pid: u32) {
+        if let Some(h) = &mut self.hooks {
+            h.ended(pid);
         }
     }
 
     /// `pid` exec'd: forget its old image.
     pub fn on_exec(&mut self, pid: u32) {
         metrics::inc(&self.metrics.execs);
-        self.procs.remove(&pid);
+        if self.procs.remove(&pid).is_some() {
+            self.ended(pid);
+        }
     }
 
     /// The leader of `pid` exited.
@@ -179,6 +194,7 @@ impl ProcessTracker {
         metrics::inc(&self.metrics.exits);
         if let Some(p) = self.procs.get_mut(&pid) {
             p.exited = true;
+            self.ended(pid);
         }
     }
 
@@ -220,6 +236,22 @@ impl ProcessTracker {
             }
         };
         let space = self.build_space(pid, &info.maps);
+        let exe = info
+            .exe_path
+            .strip_suffix(" (deleted)")
+            .unwrap_or(&info.exe_path);
+        let go = space.mappings().iter().find_map(|m| match &m.target {
+            Target::Object { object, .. }
+                if object
+                    .path
+                    .strip_suffix(" (deleted)")
+                    .unwrap_or(&object.path)
+                    == exe =>
+            {
+                object.go_binary()
+            }
+            _ => None,
+        });
         ProcState {
             meta: Arc::new(ProcessMeta {
                 id,
@@ -232,7 +264,7 @@ impl ProcessTracker {
                     .then(|| container::of_pid(pid))
                     .flatten()
                     .map(Arc::from),
-                go: None,
+                go,
             }),
             space,
             exited: false,
@@ -263,6 +295,9 @@ impl ProcessTracker {
         };
         if stale {
             let state = self.new_state(pid, comm);
+            if let Some(h) = &mut self.hooks {
+                h.started(&state.meta);
+            }
             self.procs.insert(pid, state);
         } else if let Some(p) = self.procs.get_mut(&pid) {
             p.exited = false;
@@ -328,13 +363,21 @@ impl ProcessTracker {
     pub fn end_window(&mut self) {
         self.window += 1;
         let window = self.window;
+        let mut gone = Vec::new();
         self.procs.retain(|&pid, p| {
             if p.last_window + KEEP_IDLE_WINDOWS > window {
                 return true;
             }
             // Quiet for a while: keep it only if it is still the same process.
-            !p.exited && start_time(pid) == Some(p.meta.start_time)
+            let keep = !p.exited && start_time(pid) == Some(p.meta.start_time);
+            if !keep {
+                gone.push(pid);
+            }
+            keep
         });
+        for pid in gone {
+            self.ended(pid);
+        }
         self.registry.collect_garbage();
     }
 }

@@ -30,7 +30,10 @@ use self::{
     kernel::{KernelSymbols, kernel_build_id},
     perfmap::PerfMap,
 };
-use crate::process::{ObjectFile, ObjectId, ProcId, ProcessMeta};
+use crate::{
+    golang::{buildinfo, pclntab::GoTable},
+    process::{ObjectFile, ObjectId, ProcId, ProcessMeta},
+};
 
 /// One function frame of a location (a location has one per inlined call).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -54,6 +57,10 @@ pub struct ObjectInfo {
     pub has_dwarf: bool,
     /// The separate debug file used, if any.
     pub debug_file: Option<PathBuf>,
+    /// A Go binary, symbolized from its `.gopclntab`.
+    pub is_go: bool,
+    /// Its Go build id.
+    pub go_build_id: Option<String>,
 }
 
 /// Strings shared by many frames (function and file names).
@@ -84,6 +91,9 @@ const PERF_MAP_RECHECK: Duration = Duration::from_secs(1);
 pub struct ObjectSymbols {
     elf: ElfSymbols,
     dwarf: Option<DwarfInfo>,
+    /// Go's own function table: names, lines and inline frames even when
+    /// stripped; preferred over DWARF for Go code.
+    go: Option<GoTable>,
     cache: HashMap<u64, Arc<[SymFrame]>>,
     info: ObjectInfo,
 }
@@ -94,6 +104,7 @@ impl ObjectSymbols {
         let empty = Self {
             elf: ElfSymbols::default(),
             dwarf: None,
+            go: None,
             cache: HashMap::new(),
             info: ObjectInfo::default(),
         };
@@ -121,9 +132,26 @@ impl ObjectSymbols {
             _ if dwarf::has_debug_info(&main) => (Some(&main), Some(&obj.bytes), None),
             _ => (None, None, None),
         };
+        let go = match GoTable::parse(Arc::clone(&obj.bytes)) {
+            Ok(table) => table,
+            Err(e) => {
+                debug!("{}: unusable .gopclntab: {e}", obj.path);
+                None
+            }
+        };
         let mut info = ObjectInfo {
             has_dwarf: false,
             debug_file: debug.as_ref().map(|(p, _)| p.clone()),
+            is_go: go.is_some(),
+            go_build_id: go
+                .is_some()
+                .then(|| {
+                    buildinfo::read(&main)
+                        .ok()
+                        .flatten()
+                        .and_then(|b| b.build_id)
+                })
+                .flatten(),
         };
         let dwarf = match (dw_file, dw_owner) {
             (Some(file), Some(owner)) => {
@@ -154,6 +182,7 @@ impl ObjectSymbols {
         Self {
             elf,
             dwarf,
+            go,
             cache: HashMap::new(),
             info,
         }
@@ -164,7 +193,19 @@ impl ObjectSymbols {
             return Arc::clone(hit);
         }
         let mut frames: Vec<SymFrame> = Vec::new();
-        if let Some(d) = &self.dwarf {
+        if let Some(go) = &self.go {
+            for f in go.frames(addr) {
+                let name = strings.get(&f.function);
+                frames.push(SymFrame {
+                    system_name: Arc::clone(&name),
+                    name,
+                    file: strings.get(&f.file),
+                    line: f.line,
+                    start_line: f.start_line,
+                });
+            }
+        }
+        if let (true, Some(d)) = (frames.is_empty(), &self.dwarf) {
             for f in d.frames(addr) {
                 let (name, system_name) = names(f.name.as_deref().unwrap_or(""), strings);
                 frames.push(SymFrame {

@@ -155,7 +155,10 @@ mod tests {
         assert_eq!(g.status_name(2), "running");
         assert_eq!(g.status_name(4), "waiting");
         assert!(g.wait_reason(4, 1).is_some_and(|r| !r.is_empty()));
-        assert!(g.wait_reason(2, 1).is_none(), "only waiting goroutines have a reason");
+        assert!(
+            g.wait_reason(2, 1).is_none(),
+            "only waiting goroutines have a reason"
+        );
 
         // The same binary claiming a Go release newer than the table: no
         // DWARF to fall back on, so it is refused (once, by the caller).
@@ -165,7 +168,10 @@ mod tests {
         let mut patched = bytes.clone();
         let mut n = 0;
         let mut i = 0;
-        while let Some(at) = patched[i..].windows(old.len()).position(|w| w == old.as_bytes()) {
+        while let Some(at) = patched[i..]
+            .windows(old.len())
+            .position(|w| w == old.as_bytes())
+        {
             patched[i + at..i + at + new.len()].copy_from_slice(new.as_bytes());
             i += at + new.len();
             n += 1;
@@ -176,6 +182,10 @@ mod tests {
 
         // Not Go at all.
         let me = std::fs::read("/proc/self/exe").unwrap();
-        assert!(GoBinary::detect(&Arc::new(Bytes::Owned(me))).unwrap().is_none());
+        assert!(
+            GoBinary::detect(&Arc::new(Bytes::Owned(me)))
+                .unwrap()
+                .is_none()
+        );
     }
 }

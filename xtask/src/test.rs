@@ -30,7 +30,7 @@ pub fn run(harness_args: &[String]) -> Result<()> {
     }
     let bin = cmd::build(true)?;
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    c.args(["test", "--workspace", "--exclude", "profiler-ebpf"])
+    c.args(["test", "--workspace", "--exclude", "profiler-ebpf", "--no-fail-fast"])
         .env("PROFILER_BIN", &bin)
         .env("PROFILER_REQUIRE_ROOT_TESTS", "1")
         .env("PROFILER_REQUIRE_GO_TOOLCHAINS", "1")

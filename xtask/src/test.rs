@@ -30,13 +30,19 @@ pub fn run(harness_args: &[String]) -> Result<()> {
     }
     let bin = cmd::build(true)?;
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    c.args(["test", "--workspace", "--exclude", "profiler-ebpf", "--no-fail-fast"])
-        .env("PROFILER_BIN", &bin)
-        .env("PROFILER_REQUIRE_ROOT_TESTS", "1")
-        .env("PROFILER_REQUIRE_GO_TOOLCHAINS", "1")
-        .env("PROFILER_GO_TOOLCHAINS", gotoolchains::dir())
-        .env("PROFILER_OTLP_PYTHON", otlptools::venv().join("bin/python"))
-        .env("PROFILER_OTELCOL", otlptools::collector());
+    c.args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "profiler-ebpf",
+        "--no-fail-fast",
+    ])
+    .env("PROFILER_BIN", &bin)
+    .env("PROFILER_REQUIRE_ROOT_TESTS", "1")
+    .env("PROFILER_REQUIRE_GO_TOOLCHAINS", "1")
+    .env("PROFILER_GO_TOOLCHAINS", gotoolchains::dir())
+    .env("PROFILER_OTLP_PYTHON", otlptools::venv().join("bin/python"))
+    .env("PROFILER_OTELCOL", otlptools::collector());
     if !harness_args.is_empty() {
         c.arg("--").args(harness_args);
     }

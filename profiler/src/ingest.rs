@@ -128,6 +128,14 @@ impl Ingest {
         metrics::inc(&self.metrics.samples);
     }
 
+    /// Reads `pids` from /proc now, before their first sample, so that the
+    /// BPF side knows them (Go state) from the first sample on.
+    pub fn prime(&mut self, pids: &[u32]) {
+        for &pid in pids {
+            self.tracker.prime(pid);
+        }
+    }
+
     /// Samples in the current window.
     pub fn window_samples(&self) -> u64 {
         self.window.total()

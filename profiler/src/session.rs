@@ -231,7 +231,6 @@ async fn session(settings: Settings) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
     let started = Instant::now();
     let mut loaded = Loaded::load(&settings.sampling)?;
-    let cpus = loaded.cpus.len();
     let counters = loaded.maps().take_counters()?;
     let procs = loaded.maps().take_proc_table()?;
     let ring = loaded.maps().take_ring_buffer()?;
@@ -239,6 +238,12 @@ async fn session(settings: Settings) -> Result<()> {
     // owns the ring buffer, and `as_raw_fd` always returns that fd.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("cannot poll the BPF ring buffer: {e}"))?;
+    let mut ingest = Ingest::new(Arc::clone(&metrics), Instant2::now(), Some(Box::new(procs)));
+    // Targets are read before sampling starts, so their first samples
+    // already carry what BPF needs to know about them (Go state).
+    ingest.prime(&settings.sampling.pids);
+    loaded.attach()?;
+    let cpus = loaded.cpus.len();
     info!(
         "sampling {} CPUs at {} Hz (ring buffer {} KiB, exec/exit events: {}) after {:?}",
         cpus,
@@ -293,7 +298,6 @@ async fn session(settings: Settings) -> Result<()> {
     let (windows_tx, windows_rx) = mpsc::channel::<Flushed>(4);
     let pipeline = tokio::spawn(pipeline(windows_rx, fanout, encoding, Arc::clone(&metrics)));
 
-    let mut ingest = Ingest::new(Arc::clone(&metrics), Instant2::now(), Some(Box::new(procs)));
     let mut drain_tick = interval(DRAIN_EVERY);
     drain_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut flush_tick = interval(flush_every.unwrap_or(Duration::from_secs(3600)));

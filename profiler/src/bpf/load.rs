@@ -25,6 +25,7 @@ pub struct Loaded {
     pub cpus: Vec<u32>,
     /// Whether exec/exit events are being delivered.
     pub process_events: bool,
+    frequency: u64,
 }
 
 impl Loaded {
@@ -61,8 +62,6 @@ impl Loaded {
 
         load_stages(&mut ebpf)?;
         debug!("BPF stages loaded at {:?}", t.elapsed());
-        let cpus = attach_sampler(&mut ebpf, sampling.frequency)?;
-        debug!("sampler attached at {:?}", t.elapsed());
         let process_events = match attach_process_events(&mut ebpf, &btf) {
             Ok(()) => true,
             Err(e) => {
@@ -74,9 +73,18 @@ impl Loaded {
         };
         Ok(Self {
             ebpf,
-            cpus,
+            cpus: Vec::new(),
             process_events,
+            frequency: sampling.frequency,
         })
+    }
+
+    /// Starts sampling: attaches the sampler to a CPU-clock perf event on
+    /// every online CPU. Separate from [`Loaded::load`] so per-process maps
+    /// can be filled first.
+    pub fn attach(&mut self) -> Result<()> {
+        self.cpus = attach_sampler(&mut self.ebpf, self.frequency)?;
+        Ok(())
     }
 
     /// Typed access to the maps (the ring buffer can be taken once).

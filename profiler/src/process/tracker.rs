@@ -304,6 +304,12 @@ impl ProcessTracker {
         }
     }
 
+    /// Reads `pid` now (it has not been sampled yet).
+    pub fn prime(&mut self, pid: u32) {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        self.ensure(pid, comm.trim_end().as_bytes());
+    }
+
     /// Translates the user addresses of one sample of `pid` (already
     /// adjusted to point into the call instruction) into `out`, and returns
     /// the process's metadata.

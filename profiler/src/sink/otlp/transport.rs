@@ -90,10 +90,18 @@ fn delivered(resp: Option<ExportProfilesServiceResponse>) -> Outcome {
 }
 
 /// The OTLP spec's retryable gRPC codes; RESOURCE_EXHAUSTED only when the
-/// server sent RetryInfo (it can recover).
+/// server sent RetryInfo (it can recover). A status made on this side from a
+/// transport failure (the connection or TLS handshake broke before any
+/// answer: `Unknown` with an underlying error) is retried too.
 pub fn classify_grpc(status: &Status) -> Outcome {
     let after = status.get_details_retry_info().and_then(|r| r.retry_delay);
-    let reason = format!("gRPC {:?}: {}", status.code(), status.message());
+    let reason = match std::error::Error::source(status) {
+        Some(e) => format!("gRPC {:?}: {}: {e}", status.code(), status.message()),
+        None => format!("gRPC {:?}: {}", status.code(), status.message()),
+    };
+    if status.code() == Code::Unknown && std::error::Error::source(status).is_some() {
+        return Outcome::Retry { after, reason };
+    }
     match status.code() {
         Code::Cancelled
         | Code::DeadlineExceeded
@@ -304,6 +312,11 @@ mod tests {
         assert!(retry(&Status::deadline_exceeded("slow")));
         assert!(!retry(&Status::invalid_argument("bad")));
         assert!(!retry(&Status::unauthenticated("who")));
+        // Unknown from the server is permanent; from a broken transport, not.
+        assert!(!retry(&Status::unknown("server says so")));
+        let broken = Status::from_error(Box::new(std::io::Error::other("handshake failed")));
+        assert_eq!(broken.code(), Code::Unknown);
+        assert!(retry(&broken));
         // RESOURCE_EXHAUSTED without RetryInfo is permanent; with it, retried after the delay.
         assert!(!retry(&Status::resource_exhausted("full")));
         let with_info = Status::with_error_details(

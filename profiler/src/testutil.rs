@@ -5,6 +5,9 @@ use std::{
     process::Command,
 };
 
+#[path = "../../tests/src/go_toolchains.rs"]
+mod layout;
+
 /// Runs `cmd`, failing the test if it fails.
 pub fn run(cmd: &mut Command) {
     assert!(cmd.status().unwrap().success(), "{cmd:?}");
@@ -47,25 +50,7 @@ pub fn go_toolchains() -> Vec<(String, PathBuf)> {
     let dir = std::env::var_os("PROFILER_GO_TOOLCHAINS")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/go-toolchains"));
-    let mut found: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let version = e.file_name().into_string().ok()?;
-            let lib = e.path().join("lib");
-            let go = std::fs::read_dir(lib).ok()?.find_map(|p| {
-                let go = p.ok()?.path().join("site-packages/go/bin/go");
-                go.is_file().then_some(go)
-            })?;
-            Some((version, go))
-        })
-        .collect();
-    found.sort_by_key(|(v, _)| {
-        v.split('.')
-            .map(|p| p.parse::<u32>().unwrap_or(0))
-            .collect::<Vec<_>>()
-    });
+    let found = layout::discover(&dir);
     if found.is_empty() {
         let required = std::env::var_os("PROFILER_REQUIRE_GO_TOOLCHAINS").is_some_and(|v| v == "1");
         assert!(

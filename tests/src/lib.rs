@@ -13,6 +13,7 @@ use std::{
 
 use pprof::protos::Message;
 
+mod go_toolchains;
 pub mod otlp;
 pub use pprof::protos::Profile;
 
@@ -89,26 +90,7 @@ pub fn go_toolchains() -> Vec<(String, PathBuf)> {
     let dir = std::env::var_os("PROFILER_GO_TOOLCHAINS")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target/go-toolchains"));
-    let mut found: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let version = e.file_name().into_string().ok()?;
-            let go = std::fs::read_dir(e.path().join("lib"))
-                .ok()?
-                .flatten()
-                .map(|p| p.path().join("site-packages/go/bin/go"))
-                .find(|go| go.is_file())?;
-            Some((version, go))
-        })
-        .collect();
-    found.sort_by_key(|(v, _)| {
-        v.split('.')
-            .map(|p| p.parse::<u32>().unwrap_or(0))
-            .collect::<Vec<_>>()
-    });
-    found
+    go_toolchains::discover(&dir)
 }
 
 /// A directory of compiled fixtures.
@@ -250,6 +232,29 @@ pub fn profiler(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("profiler runs")
+}
+
+/// `profiler record` of `pid` at `hz` for `secs` into `out`; fails the test
+/// unless it succeeds.
+pub fn record_pid(pid: u32, hz: u32, secs: u32, out: &Path) -> Output {
+    let (pid, hz, secs) = (pid.to_string(), hz.to_string(), secs.to_string());
+    let run = profiler(&[
+        "record",
+        "--pid",
+        &pid,
+        "--frequency",
+        &hz,
+        "--duration",
+        &secs,
+        "-o",
+        out.to_str().expect("UTF-8 path"),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    run
 }
 
 /// Starts the profiler with `args`, its output captured.

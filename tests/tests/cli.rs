@@ -8,6 +8,13 @@ fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// `profiler record --duration 1` with `args`.
+fn record(args: &[&str]) -> std::process::Output {
+    let mut all = vec!["record", "--duration", "1"];
+    all.extend_from_slice(args);
+    profiler(&all)
+}
+
 fn assert_clean_failure(out: &std::process::Output, code: i32, needle: &str) {
     let err = stderr_of(out);
     assert_eq!(out.status.code(), Some(code), "stderr: {err}");
@@ -70,25 +77,9 @@ fn missing_or_malformed_btf_is_refused() {
     if !can_run("missing_or_malformed_btf_is_refused", &[]) {
         return;
     }
-    let out = profiler(&[
-        "record",
-        "--duration",
-        "1",
-        "-o",
-        "/tmp/x.pb.gz",
-        "--btf",
-        "/nonexistent/vmlinux",
-    ]);
+    let out = record(&["-o", "/tmp/x.pb.gz", "--btf", "/nonexistent/vmlinux"]);
     assert_clean_failure(&out, 1, "no kernel BTF at /nonexistent/vmlinux");
-    let out = profiler(&[
-        "record",
-        "--duration",
-        "1",
-        "-o",
-        "/tmp/x.pb.gz",
-        "--btf",
-        "/etc/hostname",
-    ]);
+    let out = record(&["-o", "/tmp/x.pb.gz", "--btf", "/etc/hostname"]);
     assert_clean_failure(&out, 1, "is not a BTF file");
 }
 
@@ -97,22 +88,8 @@ fn unknown_pid_and_bad_output_dir_are_refused() {
     if !can_run("unknown_pid_and_bad_output_dir_are_refused", &[]) {
         return;
     }
-    let out = profiler(&[
-        "record",
-        "--duration",
-        "1",
-        "-o",
-        "/tmp/x.pb.gz",
-        "--pid",
-        "4194300",
-    ]);
+    let out = record(&["-o", "/tmp/x.pb.gz", "--pid", "4194300"]);
     assert_clean_failure(&out, 1, "no process with pid 4194300");
-    let out = profiler(&[
-        "record",
-        "--duration",
-        "1",
-        "-o",
-        "/nonexistent/dir/x.pb.gz",
-    ]);
+    let out = record(&["-o", "/nonexistent/dir/x.pb.gz"]);
     assert_clean_failure(&out, 1, "directory /nonexistent/dir does not exist");
 }

@@ -12,7 +12,7 @@ use std::{
 
 use profiler_tests::{
     Fixtures, Pprof, Running, can_run, finish, go_pprof, perf_flat_shares, profiler,
-    profiler_spawn, share_of,
+    profiler_spawn, record_pid, share_of,
 };
 
 /// Sampling rate for the comparisons: enough samples that two independent
@@ -271,24 +271,8 @@ fn jit_perf_map_and_vdso_frames_are_named() {
     let bin = fx.c("jit_vdso");
     let target = Running::spawn(Command::new(&bin).arg("20").stdout(Stdio::null()));
     sleep(Duration::from_millis(300));
-    let pid = target.pid().to_string();
     let out = fx.path().join("jit.pb.gz");
-    let run = profiler(&[
-        "record",
-        "--pid",
-        &pid,
-        "--frequency",
-        "199",
-        "--duration",
-        "4",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    record_pid(target.pid(), 199, 4, &out);
     drop(target);
     let p = Pprof::read(&out);
     let (mut jit, mut vdso, total) = (0i64, 0i64, p.total());
@@ -326,24 +310,8 @@ fn exec_does_not_mix_up_mappings() {
             .arg("3")
             .stdout(Stdio::null()),
     );
-    let pid = target.pid().to_string();
     let out = fx.path().join("exec.pb.gz");
-    let run = profiler(&[
-        "record",
-        "--pid",
-        &pid,
-        "--frequency",
-        "199",
-        "--duration",
-        "8",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let run = record_pid(target.pid(), 199, 8, &out);
     drop(target);
     let p = Pprof::read(&out);
     let mut by_exe: std::collections::HashMap<String, HashSet<String>> = Default::default();

@@ -363,8 +363,13 @@ impl Symbolizer {
         let Some((name, module)) = hit else {
             return Arc::from([]);
         };
-        let name = self.strings.get(&name);
-        let file = self.strings.get(module.as_deref().unwrap_or(""));
+        self.named_frame(&name, module.as_deref().unwrap_or(""))
+    }
+
+    /// A location with one frame known only by name (and a file label).
+    fn named_frame(&mut self, name: &str, file: &str) -> Arc<[SymFrame]> {
+        let name = self.strings.get(name);
+        let file = self.strings.get(file);
         Arc::from([SymFrame {
             system_name: Arc::clone(&name),
             name,
@@ -429,15 +434,7 @@ impl Symbolizer {
         let Some(name) = entry.map.lookup(addr).map(str::to_owned) else {
             return Arc::from([]);
         };
-        let name = self.strings.get(&name);
-        let file = self.strings.get("");
-        Arc::from([SymFrame {
-            system_name: Arc::clone(&name),
-            name,
-            file,
-            line: 0,
-            start_line: 0,
-        }])
+        self.named_frame(&name, "")
     }
 
     /// Ends a window: drops parsed objects that are gone or least recently

@@ -140,7 +140,7 @@ fn check(run: &Run, tag: &str, stripped: bool) {
         ("gamma", "main.gammaWork"),
     ] {
         let want = expected_labels(worker);
-        let (mut n, mut goid_ok, mut labels_ok, mut running) = (0i64, 0i64, 0i64, 0i64);
+        let (mut n, mut goid_ok, mut labels_ok, mut running, mut rooted) = (0i64, 0, 0, 0, 0);
         for s in &p.p.sample {
             if p.leaf_symbol(s) != func {
                 continue;
@@ -165,6 +165,14 @@ fn check(run: &Run, tag: &str, stripped: bool) {
             if p.label_str(s, "go.goroutine.state").as_deref() == Some("running") {
                 running += c;
             }
+            // The stack ends cleanly where the goroutine started.
+            let root = s
+                .location_id
+                .last()
+                .and_then(|&l| p.lines(l).last().cloned());
+            if root.is_some_and(|r| r.0 == "runtime.goexit") {
+                rooted += c;
+            }
         }
         assert!(n >= 40, "{tag}: only {n} samples in {func}");
         let frac = |x: i64| x as f64 / n as f64;
@@ -177,6 +185,11 @@ fn check(run: &Run, tag: &str, stripped: bool) {
             frac(labels_ok) >= 0.95,
             "{tag} {func}: labels on {:.1}%",
             100.0 * frac(labels_ok)
+        );
+        assert!(
+            frac(rooted) >= 0.95,
+            "{tag} {func}: stack ends at runtime.goexit on {:.1}%",
+            100.0 * frac(rooted)
         );
         assert!(
             frac(running) >= 0.95,

@@ -32,10 +32,14 @@ pub enum FrameKey {
 }
 
 /// Told about process instances as they start and end, so per-process
-/// state kept elsewhere (the BPF `PROCS` map) follows the tracker.
+/// state kept elsewhere (the BPF `PROCS` map, the unwind tables) follows
+/// the tracker.
 pub trait ProcessHooks: Send {
     /// A process instance was read from /proc.
     fn started(&mut self, meta: &ProcessMeta);
+    /// A process instance's executable mappings, after `started` and again
+    /// whenever they are re-read (dlopen, new JIT code).
+    fn mappings(&mut self, _meta: &ProcessMeta, _space: &maps::AddressSpace) {}
     /// A pid's instance ended (exec, exit, or gone).
     fn ended(&mut self, pid: u32);
 }

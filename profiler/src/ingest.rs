@@ -1,17 +1,21 @@
 //! Decodes ring-buffer records and feeds them to the process tracker and the
 //! current window. Runs for every record, so it allocates nothing for a
-//! sample whose stack and process were seen before.
+//! sample whose stack and process were seen before. A user stack whose walk
+//! stopped short of its start (the unwinder's outcome, or the frame limit)
+//! ends in a [`StackMark`] frame and is counted by outcome.
 
 use std::{collections::HashMap, sync::Arc};
 
-use profiler_common::{Record, RecordKind, SampleRecord};
+use profiler_common::{
+    Record, RecordKind, SampleHeader, SampleRecord, UserUnwinder, sample_flags, unwind::Outcome,
+};
 use tracing::debug;
 
 use crate::{
     aggregate::{Instant2, Observation, Window},
     golang::samples::{LabelCache, Labels},
     metrics::{self, Metrics},
-    process::{FrameKey, ObjectFile, ObjectId, ProcessHooks, ProcessTracker},
+    process::{FrameKey, ObjectFile, ObjectId, ProcessHooks, ProcessTracker, StackMark},
     profile::referenced_objects,
 };
 
@@ -107,6 +111,9 @@ impl Ingest {
         let process = self
             .tracker
             .translate_user(h.pid, s.comm(), &self.addrs, &mut self.frames);
+        if let Some(mark) = stack_end(h, &self.metrics) {
+            self.frames.push(FrameKey::Mark(mark));
+        }
         let go = if s.ext.is_empty() {
             None
         } else {
@@ -147,6 +154,27 @@ impl Ingest {
             objects,
         }
     }
+}
+
+/// How `h`'s user stack ended, if short of its start; counts the outcome.
+fn stack_end(h: &SampleHeader, m: &Metrics) -> Option<StackMark> {
+    if h.user_unwinder != UserUnwinder::Table as u8 {
+        if h.user_frames > 0 {
+            metrics::inc(&m.stacks_frame_pointer);
+        }
+        return (h.flags & sample_flags::USER_TRUNCATED != 0).then_some(StackMark::Truncated);
+    }
+    let (counter, mark) = match Outcome::from_u8(h.unwind_outcome) {
+        Some(Outcome::EndOfStack) => (&m.stacks_complete, None),
+        Some(Outcome::Continue) => (&m.stacks_truncated, Some(StackMark::Truncated)),
+        Some(Outcome::NoRow) => (&m.stacks_no_table, Some(StackMark::NoTable)),
+        Some(Outcome::BadRead) => (&m.stacks_bad_read, Some(StackMark::BadRead)),
+        Some(Outcome::NoProgress) => (&m.stacks_unwind_other, Some(StackMark::NoProgress)),
+        Some(Outcome::BadTable) => (&m.stacks_unwind_other, Some(StackMark::BadTable)),
+        Some(Outcome::Unsupported) | None => (&m.stacks_unwind_other, Some(StackMark::Unsupported)),
+    };
+    metrics::inc(counter);
+    mark
 }
 
 #[cfg(test)]

@@ -34,6 +34,8 @@ pub struct Ingest {
     metrics: Arc<Metrics>,
     addrs: Vec<u64>,
     frames: Vec<FrameKey>,
+    /// Table unwinding is on: a kernel frame-pointer walk is then marked.
+    tables: bool,
 }
 
 /// A return address points after the call; one byte back is inside the
@@ -63,7 +65,14 @@ impl Ingest {
             frames: Vec::with_capacity(
                 profiler_common::MAX_KERNEL_FRAMES + profiler_common::MAX_USER_FRAMES,
             ),
+            tables: false,
         }
+    }
+
+    /// Says that user stacks are walked with tables from now on, so one
+    /// walked by the kernel's frame-pointer walk is marked as such.
+    pub fn set_table_unwinding(&mut self, on: bool) {
+        self.tables = on;
     }
 
     /// Handles one ring-buffer record.
@@ -111,7 +120,7 @@ impl Ingest {
         let process = self
             .tracker
             .translate_user(h.pid, s.comm(), &self.addrs, &mut self.frames);
-        if let Some(mark) = stack_end(h, &self.metrics) {
+        if let Some(mark) = stack_end(h, self.tables, &self.metrics) {
             self.frames.push(FrameKey::Mark(mark));
         }
         let go = if s.ext.is_empty() {
@@ -156,11 +165,16 @@ impl Ingest {
     }
 }
 
-/// How `h`'s user stack ended, if short of its start; counts the outcome.
-fn stack_end(h: &SampleHeader, m: &Metrics) -> Option<StackMark> {
+/// How `h`'s user stack ended, if short of its start (or unverified: a
+/// frame-pointer walk while `tables` are on); counts the outcome.
+fn stack_end(h: &SampleHeader, tables: bool, m: &Metrics) -> Option<StackMark> {
     if h.user_unwinder != UserUnwinder::Table as u8 {
-        if h.user_frames > 0 {
-            metrics::inc(&m.stacks_frame_pointer);
+        if h.user_frames == 0 {
+            return None;
+        }
+        metrics::inc(&m.stacks_frame_pointer);
+        if tables {
+            return Some(StackMark::FramePointers);
         }
         return (h.flags & sample_flags::USER_TRUNCATED != 0).then_some(StackMark::Truncated);
     }

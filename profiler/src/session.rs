@@ -295,6 +295,7 @@ async fn session(settings: Settings) -> Result<()> {
     let pipeline = tokio::spawn(pipeline(windows_rx, fanout, encoding, Arc::clone(&metrics)));
 
     let mut ingest = Ingest::new(Arc::clone(&metrics), Instant2::now(), Some(Box::new(procs)));
+    ingest.set_table_unwinding(unwind_outcomes.is_some());
     let mut drain_tick = interval(DRAIN_EVERY);
     drain_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut flush_tick = interval(flush_every.unwrap_or(Duration::from_secs(3600)));

@@ -50,6 +50,10 @@ pub enum StackMark {
     NoProgress,
     /// An inconsistent table.
     BadTable,
+    /// Walked by the kernel's frame-pointer walk although table unwinding
+    /// is on (the process's first samples, before its mapping list is in):
+    /// wrong wherever code has no frame pointers, and nothing says where.
+    FramePointers,
 }
 
 impl StackMark {
@@ -62,6 +66,7 @@ impl StackMark {
             StackMark::Unsupported => "[unwind: unsupported]",
             StackMark::NoProgress => "[unwind: no_progress]",
             StackMark::BadTable => "[unwind: bad_table]",
+            StackMark::FramePointers => "[unwind: frame_pointers]",
         }
     }
 }

@@ -7,10 +7,12 @@
 //! [`TableManager`] is the bookkeeping only; it writes through a
 //! [`TableStore`] (the BPF maps in the daemon, vectors in tests) and runs on
 //! the unwind thread (`service`), never on the ring-buffer drain path.
-//! A process's list is written once every table it needs is in, so its
-//! samples use frame pointers until then; a file whose table does not fit
-//! the budget, or that has no usable call-frame information, is walked by
-//! frame pointers.
+//! A process's list is written once every table it needs is in; until then
+//! (if a table has to be compiled) it gets a list that says "frame
+//! pointers" for every mapping, so even those samples are walked, and
+//! their failures reported, by the BPF walker. A file whose table does not
+//! fit the budget, or that has no usable call-frame information, is walked
+//! by frame pointers.
 
 use std::{
     collections::HashMap,
@@ -298,6 +300,9 @@ impl<S: TableStore> TableManager<S> {
     /// writes its list and releases the tables its previous list used.
     pub fn set_process(&mut self, pid: u32, specs: &[MappingSpec]) {
         self.tick += 1;
+        if !self.procs.contains_key(&pid) && specs.iter().any(|s| self.must_compile(s)) {
+            self.provisional(pid, specs);
+        }
         let mut entries = Vec::with_capacity(specs.len());
         let mut keys = Vec::new();
         for spec in specs {
@@ -349,6 +354,37 @@ impl<S: TableStore> TableManager<S> {
             self.release(&key);
         }
         self.publish();
+    }
+
+    /// Whether `spec`'s table has to be compiled first.
+    fn must_compile(&self, spec: &MappingSpec) -> bool {
+        match &spec.code {
+            Code::Object { key, .. } => {
+                !self.tables.contains_key(key) && !self.cache.contains_key(key)
+            }
+            Code::FramePointer => false,
+        }
+    }
+
+    /// Gives a new process a list of frame-pointer entries while its tables
+    /// compile: its samples are then walked by the BPF walker, which
+    /// reports where frame pointers fail, rather than by the kernel's walk,
+    /// which cannot say.
+    fn provisional(&mut self, pid: u32, specs: &[MappingSpec]) {
+        let entries = specs
+            .iter()
+            .map(|s| MappingEntry {
+                start: s.start,
+                end: s.end,
+                rel_base: 0,
+                table: 0,
+                kind: mapping_kind::FRAME_POINTER,
+            })
+            .collect();
+        let (list, _) = build_list(entries);
+        if self.store.set_process(pid, &list).is_ok() {
+            self.procs.insert(pid, Vec::new());
+        }
     }
 
     /// Forgets `pid`: removes its list, then frees the tables no other

@@ -115,6 +115,8 @@ pub enum CfaKind {
     EndOfStack = 6,
     /// [`Cfa::Unsupported`].
     Unsupported = 7,
+    /// [`Cfa::SpDeref`].
+    SpDeref = 8,
 }
 
 /// The frame-pointer kinds of bits 4..6 of a [`Rule`].
@@ -153,6 +155,11 @@ pub enum Cfa {
     /// CFA in a slot below its frame pointer (GCC's DRAP,
     /// `DW_OP_breg6 (rbp): -8; DW_OP_deref`).
     FpDeref(i32),
+    /// `*(sp + offset) + 8`: a function that saved its entry stack pointer
+    /// (which points at the return address) in a slot of its frame and
+    /// then moved `sp` freely (OpenSSL's perlasm, e.g. in the `ring` crate:
+    /// `DW_OP_breg7 (rsp): N; DW_OP_deref; DW_OP_plus_uconst: 8`).
+    SpDeref(i32),
     /// A signal trampoline (`S` augmentation): the interrupted registers are
     /// in the `ucontext_t` at `sp` ([`x86_64_ucontext`]); the caller's pc is
     /// exact, not a return address.
@@ -212,6 +219,7 @@ impl Rule {
             Cfa::SpOffset(o) => (CfaKind::SpOffset, o, None),
             Cfa::FpOffset(o) => (CfaKind::FpOffset, o, None),
             Cfa::FpDeref(o) => (CfaKind::FpDeref, o, None),
+            Cfa::SpDeref(o) => (CfaKind::SpDeref, o, None),
             Cfa::Plt { offset, threshold } => (CfaKind::Plt, offset, Some(threshold)),
         };
         let Some(cfa_units) = scaled(cfa_off, i16::MIN as i32, i16::MAX as i32) else {
@@ -255,6 +263,7 @@ impl Rule {
                 threshold: ((self.0 >> FP_OFF_SHIFT) & 0xf) as u8,
             },
             4 => Cfa::FpDeref(off),
+            8 => Cfa::SpDeref(off),
             5 => Cfa::Signal,
             6 => Cfa::EndOfStack,
             _ => Cfa::Unsupported,
@@ -277,7 +286,10 @@ impl Rule {
 impl core::fmt::Debug for Rule {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match (self.cfa(), self.fp()) {
-            (cfa @ (Cfa::SpOffset(_) | Cfa::FpOffset(_) | Cfa::FpDeref(_)), Some(fp)) => {
+            (
+                cfa @ (Cfa::SpOffset(_) | Cfa::FpOffset(_) | Cfa::FpDeref(_) | Cfa::SpDeref(_)),
+                Some(fp),
+            ) => {
                 write!(f, "Rule({cfa:?}, {fp:?})")
             }
             (cfa, _) => write!(f, "Rule({cfa:?})"),
@@ -552,6 +564,10 @@ pub fn step<M: Memory + ?Sized>(rule: Rule, frame: &Frame, mem: &M) -> Result<Fr
         Cfa::FpDeref(off) => mem
             .read_u64(regs.fp.wrapping_add_signed(i64::from(off)))
             .ok_or(Outcome::BadRead)?,
+        Cfa::SpDeref(off) => mem
+            .read_u64(regs.sp.wrapping_add_signed(i64::from(off)))
+            .ok_or(Outcome::BadRead)?
+            .wrapping_add(8),
     };
     let fp = match rule.fp() {
         Some(FpRule::Same) => regs.fp,
@@ -809,6 +825,7 @@ mod tests {
             (Cfa::FpOffset(16), FpRule::AtCfa(-16)),
             (Cfa::FpOffset(-8), FpRule::AtCfa(-1024)),
             (Cfa::FpDeref(-8), FpRule::AtFp(0)),
+            (Cfa::SpDeref(40), FpRule::AtCfa(-24)),
             (
                 Cfa::Plt {
                     offset: 8,
@@ -854,7 +871,7 @@ mod tests {
 
     #[test]
     fn unknown_bits_decode_as_unsupported() {
-        for bits in [8u32, 9, 15, 0x41, 0x81] {
+        for bits in [9u32, 15, 0x41, 0x81] {
             assert_eq!(Rule(bits).cfa(), Cfa::Unsupported, "{bits:#x}");
         }
         assert_eq!(Rule(0x31).fp(), None);
@@ -918,6 +935,28 @@ mod tests {
                 fp: 0x5000
             }
         );
+    }
+
+    #[test]
+    fn saved_sp_frame_dereferences_sp() {
+        // CFA = *(sp + 40) + 8; fp saved at CFA - 24; RA at CFA - 8.
+        let mut m = Mem::default();
+        let (sp, entry_sp) = (0x1000u64, 0x1400u64);
+        m.0.insert(sp + 40, entry_sp);
+        m.0.insert(entry_sp + 8 - 24, 0x5000);
+        m.0.insert(entry_sp, 0x4242);
+        let r = rule(Cfa::SpDeref(40), FpRule::AtCfa(-24));
+        let next = step(r, &regs(0x400, sp, 7), &m).unwrap();
+        assert_eq!(
+            next.regs,
+            Regs {
+                pc: 0x4242,
+                sp: entry_sp + 8,
+                fp: 0x5000
+            }
+        );
+        m.0.remove(&(sp + 40));
+        assert_eq!(step(r, &regs(0x400, sp, 7), &m), Err(Outcome::BadRead));
     }
 
     #[test]

@@ -198,19 +198,30 @@ mod tests {
     use super::*;
 
     fn sample_bytes(pid: u32, kernel: &[u64], user: &[u64]) -> Vec<u8> {
+        sample_bytes_with(pid, kernel, user, UserUnwinder::FramePointer, 0, 0)
+    }
+
+    fn sample_bytes_with(
+        pid: u32,
+        kernel: &[u64],
+        user: &[u64],
+        unwinder: UserUnwinder,
+        outcome: u8,
+        flags: u32,
+    ) -> Vec<u8> {
         let mut comm = [0u8; COMM_LEN];
         comm[..4].copy_from_slice(b"test");
         let h = SampleHeader {
             kind: RecordKind::Sample as u32,
-            flags: 0,
+            flags,
             ktime_ns: 1,
             pid,
             tid: pid,
             cpu: 0,
             kernel_frames: kernel.len() as u16,
             user_frames: user.len() as u16,
-            user_unwinder: UserUnwinder::FramePointer as u8,
-            unwind_outcome: 0,
+            user_unwinder: unwinder as u8,
+            unwind_outcome: outcome,
             ext_len: 0,
             reserved: 0,
             comm,
@@ -267,5 +278,79 @@ mod tests {
             ]
         );
         assert_eq!(ingest.window_samples(), 0);
+    }
+
+    #[test]
+    fn incomplete_user_stacks_end_in_a_mark_and_are_counted() {
+        let m = Arc::new(Metrics::default());
+        let mut ingest = Ingest::new(Arc::clone(&m), Instant2::now(), None);
+        let pid = std::process::id();
+        let table = |o: Outcome| {
+            sample_bytes_with(pid, &[], &[0x10, 0x20], UserUnwinder::Table, o as u8, 0)
+        };
+        for o in Outcome::ALL {
+            ingest.record(&table(o));
+        }
+        // An outcome this build does not know.
+        ingest.record(&sample_bytes_with(
+            pid,
+            &[],
+            &[0x10],
+            UserUnwinder::Table,
+            99,
+            0,
+        ));
+        // Frame pointers: truncated is marked; tables on, every walk is.
+        let fp = |flags| sample_bytes_with(pid, &[], &[0x10], UserUnwinder::FramePointer, 0, flags);
+        ingest.record(&fp(sample_flags::USER_TRUNCATED));
+        ingest.record(&fp(0));
+        ingest.set_table_unwinding(true);
+        ingest.record(&fp(0));
+        let s = m.snapshot();
+        assert_eq!(
+            (
+                s.stacks_complete,
+                s.stacks_truncated,
+                s.stacks_no_table,
+                s.stacks_bad_read,
+                s.stacks_unwind_other,
+                s.stacks_frame_pointer
+            ),
+            (1, 1, 1, 1, 4, 3)
+        );
+        let flushed = ingest.flush(Instant2::now());
+        let last = |i: u32| {
+            *flushed
+                .window
+                .stacks
+                .get(crate::aggregate::StackId(i))
+                .last()
+                .unwrap()
+        };
+        let marks: Vec<FrameKey> = (0..flushed.window.stacks.len() as u32).map(last).collect();
+        assert_eq!(marks.len(), 11, "{marks:?}");
+        use StackMark::*;
+        // Continue (the frame limit), EndOfStack (complete: no mark), NoRow,
+        // BadRead, Unsupported, NoProgress, BadTable, unknown, then the
+        // frame-pointer walks.
+        let want = [
+            Some(Truncated),
+            None,
+            Some(NoTable),
+            Some(BadRead),
+            Some(Unsupported),
+            Some(NoProgress),
+            Some(BadTable),
+            Some(Unsupported),
+            Some(Truncated),
+            None,
+            Some(FramePointers),
+        ];
+        for (got, want) in marks.iter().zip(want) {
+            match want {
+                Some(mark) => assert_eq!(*got, FrameKey::Mark(mark)),
+                None => assert!(!matches!(got, FrameKey::Mark(_)), "{got:?}"),
+            }
+        }
     }
 }

@@ -689,4 +689,59 @@ mod tests {
         let set: HashSet<_> = profile.functions.iter().collect();
         assert_eq!(set.len(), profile.functions.len());
     }
+
+    #[test]
+    fn stack_marks_are_named_locations_under_the_unwind_mapping() {
+        let mut window = Window::new(Instant2 {
+            wall_ns: 1_000,
+            mono_ns: 10,
+        });
+        let p = meta();
+        let comm = *b"t\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+        let obs = crate::aggregate::Observation {
+            tid: 42,
+            cpu: 0,
+            comm: &comm,
+            time_ns: 20,
+            go: None,
+        };
+        window.add(
+            &p,
+            &obs,
+            &[FrameKey::Unmapped(0x10), FrameKey::Mark(StackMark::BadRead)],
+        );
+        window.add(
+            &p,
+            &obs,
+            &[FrameKey::Unmapped(0x20), FrameKey::Mark(StackMark::BadRead)],
+        );
+        window.add(&p, &obs, &[FrameKey::Mark(StackMark::Truncated)]);
+        let input = BuildInput {
+            window: &window,
+            end: Instant2 {
+                wall_ns: 2_000,
+                mono_ns: 1_010,
+            },
+            period_ns: 10,
+            objects: &HashMap::new(),
+        };
+        let profile = build(&input, &mut Symbolizer::new());
+        let marks: Vec<&Location> = profile
+            .locations
+            .iter()
+            .filter(|l| l.frame_type == FrameType::Mark)
+            .collect();
+        // One location per mark, shared by the stacks that end in it.
+        assert_eq!(marks.len(), 2);
+        for l in &marks {
+            let m = &profile.mappings[l.mapping as usize];
+            assert_eq!((&*m.filename, m.kind), ("[unwind]", MappingKind::Unwind));
+            assert_eq!(l.lines.len(), 1);
+        }
+        let name = |l: &Location| &*profile.functions[l.lines[0].function as usize].name;
+        let names: HashSet<&str> = marks.iter().map(|l| name(l)).collect();
+        assert_eq!(names, HashSet::from(["[unwind: bad_read]", "[truncated]"]));
+        assert_eq!(profile.stacks[0].last(), profile.stacks[1].last());
+        assert_eq!(FrameType::Mark.as_str(), "abort-marker");
+    }
 }

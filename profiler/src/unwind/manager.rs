@@ -605,3 +605,305 @@ impl<S: TableStore> TableManager<S> {
         );
     }
 }
+
+/// A [`TableStore`] in memory, laid out exactly as the BPF maps: what the
+/// host harness (`replay`) and tests unwind with.
+#[derive(Clone, Debug)]
+pub struct MemStore {
+    pub rows: Vec<Row>,
+    pub pages: Vec<PageEntry>,
+    pub tables: Vec<TableInfo>,
+    pub procs: HashMap<u32, ProcMappings>,
+    /// Every `set_process` call, in order (pid, entries in the list).
+    pub history: Vec<(u32, u32)>,
+}
+
+impl MemStore {
+    /// Arrays of the given sizes, zeroed.
+    pub fn new(capacity: StoreCapacity) -> Self {
+        Self {
+            rows: vec![Row::default(); capacity.rows as usize],
+            pages: vec![PageEntry::default(); capacity.pages as usize],
+            tables: vec![TableInfo::default(); capacity.tables as usize],
+            procs: HashMap::new(),
+            history: Vec::new(),
+        }
+    }
+
+    /// The row and page arrays, for `find_rule` and `next_frame`.
+    pub fn source(&self) -> profiler_common::unwind::SliceTables<'_> {
+        profiler_common::unwind::SliceTables {
+            rows: &self.rows,
+            pages: &self.pages,
+        }
+    }
+}
+
+fn copy_in<T: Copy>(dst: &mut [T], at: u32, src: &[T]) -> Result<()> {
+    let at = at as usize;
+    dst.get_mut(at..at + src.len())
+        .ok_or_else(|| anyhow::anyhow!("write past the array"))?
+        .copy_from_slice(src);
+    Ok(())
+}
+
+fn copy_out<T: Copy>(src: &[T], at: u32, out: &mut [T]) -> Result<()> {
+    let at = at as usize;
+    out.copy_from_slice(
+        src.get(at..at + out.len())
+            .ok_or_else(|| anyhow::anyhow!("read past the array"))?,
+    );
+    Ok(())
+}
+
+impl TableStore for MemStore {
+    fn capacity(&self) -> StoreCapacity {
+        StoreCapacity {
+            rows: self.rows.len() as u32,
+            pages: self.pages.len() as u32,
+            tables: self.tables.len() as u32,
+        }
+    }
+    fn write_rows(&mut self, at: u32, rows: &[Row]) -> Result<()> {
+        copy_in(&mut self.rows, at, rows)
+    }
+    fn read_rows(&self, at: u32, out: &mut [Row]) -> Result<()> {
+        copy_out(&self.rows, at, out)
+    }
+    fn write_pages(&mut self, at: u32, pages: &[PageEntry]) -> Result<()> {
+        copy_in(&mut self.pages, at, pages)
+    }
+    fn read_pages(&self, at: u32, out: &mut [PageEntry]) -> Result<()> {
+        copy_out(&self.pages, at, out)
+    }
+    fn set_table(&mut self, id: u32, info: &TableInfo) -> Result<()> {
+        *self
+            .tables
+            .get_mut(id as usize)
+            .ok_or_else(|| anyhow::anyhow!("no table {id}"))? = *info;
+        Ok(())
+    }
+    fn set_process(&mut self, pid: u32, list: &ProcMappings) -> Result<()> {
+        self.history.push((pid, list.len));
+        self.procs.insert(pid, *list);
+        Ok(())
+    }
+    fn remove_process(&mut self, pid: u32) {
+        self.procs.remove(&pid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use profiler_common::unwind::find_rule;
+
+    use super::*;
+    use crate::process::objects::Bytes;
+
+    const LIBC: &str = "/lib/x86_64-linux-gnu/libc.so.6";
+    const LIBSTDCXX: &str = "/usr/lib/x86_64-linux-gnu/libstdc++.so.6";
+
+    fn object(id: u32, path: &str) -> Arc<ObjectFile> {
+        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        Arc::new(ObjectFile::from_bytes(
+            ObjectId(id),
+            path.into(),
+            ObjectKind::Elf,
+            Bytes::Owned(bytes),
+        ))
+    }
+
+    fn table_spec(object: &Arc<ObjectFile>, bias: u64) -> MappingSpec {
+        let (lo, hi) = object.vaddr_range();
+        MappingSpec {
+            start: lo + bias,
+            end: hi + bias,
+            code: Code::Object {
+                key: TableKey::of(object),
+                object: Arc::clone(object),
+                bias,
+            },
+        }
+    }
+
+    fn fp_spec(start: u64, end: u64) -> MappingSpec {
+        MappingSpec {
+            start,
+            end,
+            code: Code::FramePointer,
+        }
+    }
+
+    fn manager(rows: u32) -> TableManager<MemStore> {
+        let store = MemStore::new(StoreCapacity {
+            rows,
+            pages: rows / 8,
+            tables: 16,
+        });
+        TableManager::new(store, Arc::default())
+    }
+
+    fn entry_for(m: &TableManager<MemStore>, pid: u32, pc: u64) -> MappingEntry {
+        let list = &m.store().procs[&pid];
+        profiler_common::unwind::find_mapping(list, pc).expect("pc in a listed mapping")
+    }
+
+    #[test]
+    fn unwind_tables_are_shared_refcounted_freed_and_reused() {
+        let libc = object(1, LIBC);
+        let cxx = object(2, LIBSTDCXX);
+        let compiled = CompiledTable::from_bytes(&libc.bytes).unwrap();
+        let mut m = manager(1 << 20);
+        let (a, b) = (0x7f00_0000_0000u64, 0x7e00_0000_0000u64);
+        m.set_process(10, &[table_spec(&libc, a), fp_spec(0x1000, 0x2000)]);
+        m.set_process(
+            11,
+            &[table_spec(&libc, b), table_spec(&cxx, 0x7d00_0000_0000)],
+        );
+        let s = m.stats();
+        assert_eq!((s.compiled, s.tables_loaded, s.processes), (2, 2, 2));
+
+        // Both processes use one copy of libc's table, each with its bias.
+        let (lo, _) = libc.vaddr_range();
+        let ea = entry_for(&m, 10, lo + a + 0x100);
+        let eb = entry_for(&m, 11, lo + b + 0x100);
+        assert_eq!(
+            (ea.kind, eb.kind),
+            (mapping_kind::TABLE, mapping_kind::TABLE)
+        );
+        assert_eq!(ea.table, eb.table);
+        assert_eq!(ea.rel_base, a + compiled.base);
+        assert_eq!(eb.rel_base, b + compiled.base);
+        assert_eq!(entry_for(&m, 10, 0x1800).kind, mapping_kind::FRAME_POINTER);
+
+        // Every row is found through the stored arrays, as BPF finds it.
+        let info = m.store().tables[ea.table as usize];
+        assert_eq!(info.n_rows as usize, compiled.rows.len());
+        for row in compiled.rows.iter().step_by(7) {
+            for pc in [row.pc, row.pc + 1] {
+                let link = compiled.base + u64::from(pc);
+                let got = find_rule(&m.store().source(), &info, link + b - eb.rel_base);
+                assert_eq!(got.ok(), compiled.rule_at(link), "pc {link:#x}");
+            }
+        }
+
+        // One process gone: the shared table stays; both gone: freed.
+        m.remove_process(10);
+        assert!(!m.store().procs.contains_key(&10));
+        assert_eq!(m.stats().tables_loaded, 2);
+        m.remove_process(11);
+        let s = m.stats();
+        assert_eq!((s.tables_loaded, s.bytes_used, s.processes), (0, 0, 0));
+        assert!(m.store().procs.is_empty());
+
+        // Back again: from the host copy, not compiled a second time.
+        m.set_process(12, &[table_spec(&libc, a)]);
+        let s = m.stats();
+        assert_eq!((s.compiled, s.cache_hits, s.tables_loaded), (2, 1, 1));
+        let e = entry_for(&m, 12, lo + a + 0x100);
+        let info = m.store().tables[e.table as usize];
+        let row = compiled.rows[compiled.rows.len() / 2];
+        let link = compiled.base + u64::from(row.pc);
+        assert_eq!(
+            find_rule(&m.store().source(), &info, link + a - e.rel_base).ok(),
+            Some(row.rule)
+        );
+    }
+
+    #[test]
+    fn unwind_tables_that_do_not_fit_or_do_not_exist_use_frame_pointers() {
+        let libc = object(1, LIBC);
+        let junk = Arc::new(ObjectFile::from_bytes(
+            ObjectId(3),
+            "junk".into(),
+            ObjectKind::Elf,
+            Bytes::Owned(b"not an object file".to_vec()),
+        ));
+        let junk_spec = MappingSpec {
+            start: 0x5000,
+            end: 0x6000,
+            code: Code::Object {
+                key: TableKey::of(&junk),
+                object: Arc::clone(&junk),
+                bias: 0,
+            },
+        };
+        // Room for a few thousand rows: libc needs tens of thousands.
+        let mut m = manager(4096);
+        m.set_process(
+            20,
+            &[table_spec(&libc, 0x7f00_0000_0000), junk_spec.clone()],
+        );
+        let s = m.stats();
+        assert_eq!((s.no_room, s.no_table, s.tables_loaded), (1, 1, 0));
+        let (lo, _) = libc.vaddr_range();
+        assert_eq!(
+            entry_for(&m, 20, lo + 0x7f00_0000_0000).kind,
+            mapping_kind::FRAME_POINTER
+        );
+        assert_eq!(entry_for(&m, 20, 0x5000).kind, mapping_kind::FRAME_POINTER);
+        // The file without a table is not tried again.
+        m.set_process(21, &[junk_spec]);
+        assert_eq!(m.stats().no_table, 1);
+    }
+
+    #[test]
+    fn unwind_new_process_gets_a_provisional_list_only_while_compiling() {
+        let libc = object(1, LIBC);
+        let mut m = manager(1 << 20);
+        m.set_process(
+            30,
+            &[table_spec(&libc, 0x7f00_0000_0000), fp_spec(0x1000, 0x2000)],
+        );
+        // First every mapping by frame pointers, then the real list.
+        assert_eq!(m.store().history, [(30, 2), (30, 2)]);
+        // libc is loaded now: a second process gets its list at once.
+        m.set_process(31, &[table_spec(&libc, 0x7e00_0000_0000)]);
+        assert_eq!(m.store().history[2..], [(31, 1)]);
+        // Re-read mappings of a known process: no provisional list.
+        m.set_process(30, &[table_spec(&libc, 0x7f00_0000_0000)]);
+        assert_eq!(m.store().history.len(), 4);
+        assert_eq!(m.stats().tables_loaded, 1);
+    }
+
+    #[test]
+    fn unwind_lists_are_sorted_merged_and_capped() {
+        let fp = |start, end| MappingEntry {
+            start,
+            end,
+            rel_base: 0,
+            table: 0,
+            kind: mapping_kind::FRAME_POINTER,
+        };
+        let table = |start, end| MappingEntry {
+            kind: mapping_kind::TABLE,
+            ..fp(start, end)
+        };
+        let (list, dropped) = build_list(vec![
+            table(0x5000, 0x6000),
+            fp(0x1000, 0x2000),
+            fp(0x2000, 0x3000),
+            fp(0x3800, 0x4000),
+            fp(0x5800, 0x5900), // overlaps the table: dropped
+            fp(0x7000, 0x7000), // empty: dropped
+        ]);
+        assert_eq!(dropped, 0);
+        let got: Vec<(u64, u64, u32)> = list.entries[..list.len as usize]
+            .iter()
+            .map(|e| (e.start, e.end, e.kind))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0x1000, 0x3000, mapping_kind::FRAME_POINTER),
+                (0x3800, 0x4000, mapping_kind::FRAME_POINTER),
+                (0x5000, 0x6000, mapping_kind::TABLE),
+            ]
+        );
+        let many = (0..MAX_MAPPINGS as u64 + 10)
+            .map(|i| table(i * 0x2000, i * 0x2000 + 0x1000))
+            .collect();
+        let (list, dropped) = build_list(many);
+        assert_eq!((list.len as usize, dropped), (MAX_MAPPINGS, 10));
+    }
+}

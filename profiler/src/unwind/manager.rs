@@ -260,6 +260,7 @@ pub struct TableManager<S: TableStore> {
     stats: ManagerStats,
     metrics: Arc<Metrics>,
     warned_full: bool,
+    warned_store: bool,
 }
 
 impl<S: TableStore> TableManager<S> {
@@ -283,6 +284,7 @@ impl<S: TableStore> TableManager<S> {
             stats: ManagerStats::default(),
             metrics,
             warned_full: false,
+            warned_store: false,
         }
     }
 
@@ -346,7 +348,15 @@ impl<S: TableStore> TableManager<S> {
         let old = match self.store.set_process(pid, &list) {
             Ok(()) => self.procs.insert(pid, keys),
             Err(e) => {
-                warn!("pid {pid}: cannot store its unwind mappings: {e:#}");
+                if self.warned_store {
+                    debug!("pid {pid}: cannot store its unwind mappings: {e:#}");
+                } else {
+                    self.warned_store = true;
+                    warn!(
+                        "pid {pid}: cannot store its unwind mappings ({e:#}); such processes \
+                         are walked by frame pointers"
+                    );
+                }
                 Some(keys)
             }
         };

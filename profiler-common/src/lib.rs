@@ -178,7 +178,17 @@ pub mod proc_flags {
 pub mod prog_slot {
     /// Reads Go goroutine state, then submits the sample.
     pub const GO: u32 = 0;
+    /// Walks the user stack with unwind tables, a few frames per call,
+    /// calling itself until done; then the Go stage or submit.
+    pub const UNWIND: u32 = 1;
 }
+
+/// User frames the unwind stage walks per invocation before it tail-calls
+/// itself (16 invocations reach [`MAX_USER_FRAMES`], well inside the
+/// kernel's 33 tail calls per sample).
+pub const UNWIND_FRAMES_PER_STAGE: u32 = 8;
+
+const _: () = assert!(MAX_USER_FRAMES.div_ceil(UNWIND_FRAMES_PER_STAGE as usize) + 2 <= 33);
 
 /// Key of the `GO_LABELS_SEEN` map: a label set already sent.
 #[repr(C)]
@@ -288,6 +298,21 @@ pub mod names {
     pub const GO_OFFSETS: &str = "GO_OFFSETS";
     /// Go label sets already sent ([`LabelsKey`](crate::LabelsKey) → fingerprint).
     pub const GO_LABELS_SEEN: &str = "GO_LABELS_SEEN";
+    /// The table-driven unwinding stage (tail-called).
+    pub const PROG_UNWIND: &str = "sample_unwind";
+    /// Every loaded table's rows ([`Row`](crate::unwind::Row)), one
+    /// memory-mappable array sized at load time.
+    pub const UNWIND_ROWS: &str = "UNWIND_ROWS";
+    /// Every loaded table's page index ([`PageEntry`](crate::unwind::PageEntry)).
+    pub const UNWIND_PAGES: &str = "UNWIND_PAGES";
+    /// [`TableInfo`](crate::unwind::TableInfo) by table id.
+    pub const UNWIND_TABLES: &str = "UNWIND_TABLES";
+    /// [`ProcMappings`](crate::unwind::ProcMappings) by pid: the processes
+    /// whose user stacks are walked with tables.
+    pub const UNWIND_PROCS: &str = "UNWIND_PROCS";
+    /// Per-CPU count of final unwind outcomes, indexed by
+    /// [`Outcome`](crate::unwind::Outcome) value.
+    pub const UNWIND_OUTCOMES: &str = "UNWIND_OUTCOMES";
 }
 
 /// Why a record could not be decoded.
@@ -466,6 +491,14 @@ mod pod {
     unsafe impl aya::Pod for crate::LabelsKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::golang::GoOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::unwind::Row {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::unwind::PageEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::unwind::TableInfo {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::unwind::ProcMappings {}
 }
 
 #[cfg(test)]

@@ -6,7 +6,10 @@
 //! [`Rule`], finding the row for a pc ([`find_rule`], a bounded binary search
 //! behind the [`TableSource`] trait so BPF can back it with array-map lookups
 //! and the host with slices) and applying it to the registers ([`step`],
-//! reading memory through [`Memory`], i.e. `bpf_probe_read_user` in BPF).
+//! reading memory through [`Memory`], i.e. `bpf_probe_read_user` in BPF),
+//! and the whole per-frame walk over a process's executable mappings
+//! ([`ProcMappings`], [`find_mapping`], [`next_frame`]: table where there
+//! is one, frame pointers where there is not).
 //!
 //! It is hand-written rather than built on a DWARF library because it must run
 //! under the BPF verifier: no allocation, no recursion, no panicking indexing,
@@ -46,6 +49,13 @@
 //! the CFA (x86-64); rows where that is not so are [`Cfa::Unsupported`].
 //! Register names are generic (`sp`, `fp`) so arm64 (`sp`, `x29`) can reuse
 //! the layout with its own kinds.
+//!
+//! # Per-process mappings
+//!
+//! A process's executable mappings are one [`ProcMappings`] (a BPF hash
+//! value keyed by pid): sorted [`MappingEntry`]s with, for each, its table
+//! id and `rel_base` (runtime pc - `rel_base` = the table's object-relative
+//! pc), or the mark that its code is walked by frame pointers.
 
 /// Bytes of one [`Row`].
 pub const ROW_BYTES: usize = core::mem::size_of::<Row>();
@@ -105,6 +115,8 @@ pub enum CfaKind {
     EndOfStack = 6,
     /// [`Cfa::Unsupported`].
     Unsupported = 7,
+    /// [`Cfa::SpDeref`].
+    SpDeref = 8,
 }
 
 /// The frame-pointer kinds of bits 4..6 of a [`Rule`].
@@ -143,6 +155,11 @@ pub enum Cfa {
     /// CFA in a slot below its frame pointer (GCC's DRAP,
     /// `DW_OP_breg6 (rbp): -8; DW_OP_deref`).
     FpDeref(i32),
+    /// `*(sp + offset) + 8`: a function that saved its entry stack pointer
+    /// (which points at the return address) in a slot of its frame and
+    /// then moved `sp` freely (OpenSSL's perlasm, e.g. in the `ring` crate:
+    /// `DW_OP_breg7 (rsp): N; DW_OP_deref; DW_OP_plus_uconst: 8`).
+    SpDeref(i32),
     /// A signal trampoline (`S` augmentation): the interrupted registers are
     /// in the `ucontext_t` at `sp` ([`x86_64_ucontext`]); the caller's pc is
     /// exact, not a return address.
@@ -202,6 +219,7 @@ impl Rule {
             Cfa::SpOffset(o) => (CfaKind::SpOffset, o, None),
             Cfa::FpOffset(o) => (CfaKind::FpOffset, o, None),
             Cfa::FpDeref(o) => (CfaKind::FpDeref, o, None),
+            Cfa::SpDeref(o) => (CfaKind::SpDeref, o, None),
             Cfa::Plt { offset, threshold } => (CfaKind::Plt, offset, Some(threshold)),
         };
         let Some(cfa_units) = scaled(cfa_off, i16::MIN as i32, i16::MAX as i32) else {
@@ -245,6 +263,7 @@ impl Rule {
                 threshold: ((self.0 >> FP_OFF_SHIFT) & 0xf) as u8,
             },
             4 => Cfa::FpDeref(off),
+            8 => Cfa::SpDeref(off),
             5 => Cfa::Signal,
             6 => Cfa::EndOfStack,
             _ => Cfa::Unsupported,
@@ -267,7 +286,10 @@ impl Rule {
 impl core::fmt::Debug for Rule {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match (self.cfa(), self.fp()) {
-            (cfa @ (Cfa::SpOffset(_) | Cfa::FpOffset(_) | Cfa::FpDeref(_)), Some(fp)) => {
+            (
+                cfa @ (Cfa::SpOffset(_) | Cfa::FpOffset(_) | Cfa::FpDeref(_) | Cfa::SpDeref(_)),
+                Some(fp),
+            ) => {
                 write!(f, "Rule({cfa:?}, {fp:?})")
             }
             (cfa, _) => write!(f, "Rule({cfa:?})"),
@@ -378,6 +400,16 @@ impl Outcome {
         Outcome::NoProgress,
         Outcome::BadTable,
     ];
+
+    /// The outcome with wire value `v` (as in
+    /// [`SampleHeader::unwind_outcome`](crate::SampleHeader)), if any.
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        if (v as usize) < Self::ALL.len() {
+            Some(Self::ALL[v as usize])
+        } else {
+            None
+        }
+    }
 
     /// A short snake_case name for logs and summaries.
     pub const fn name(self) -> &'static str {
@@ -532,6 +564,10 @@ pub fn step<M: Memory + ?Sized>(rule: Rule, frame: &Frame, mem: &M) -> Result<Fr
         Cfa::FpDeref(off) => mem
             .read_u64(regs.fp.wrapping_add_signed(i64::from(off)))
             .ok_or(Outcome::BadRead)?,
+        Cfa::SpDeref(off) => mem
+            .read_u64(regs.sp.wrapping_add_signed(i64::from(off)))
+            .ok_or(Outcome::BadRead)?
+            .wrapping_add(8),
     };
     let fp = match rule.fp() {
         Some(FpRule::Same) => regs.fp,
@@ -572,6 +608,173 @@ fn signal_frame<M: Memory + ?Sized>(sp: u64, mem: &M) -> Result<Frame, Outcome> 
     })
 }
 
+// ---- per-process mappings and the whole per-frame walk ---------------------
+
+/// Most executable mappings one process's [`ProcMappings`] lists (the
+/// search takes at most [`MAPPING_SEARCH_STEPS`] halvings).
+pub const MAX_MAPPINGS: usize = 256;
+
+/// Upper bound of [`find_mapping`]'s binary search (`2^8 = MAX_MAPPINGS`).
+pub const MAPPING_SEARCH_STEPS: u32 = 8;
+
+const _: () = assert!(1usize << MAPPING_SEARCH_STEPS == MAX_MAPPINGS);
+
+/// How the code of a [`MappingEntry`] is unwound.
+pub mod mapping_kind {
+    /// By the table [`MappingEntry::table`](super::MappingEntry), frame
+    /// pointers where it has no row.
+    pub const TABLE: u32 = 0;
+    /// By frame pointers only (Go and JIT code, files without a table).
+    pub const FRAME_POINTER: u32 = 1;
+}
+
+/// One executable mapping of a process, as the unwinder sees it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MappingEntry {
+    /// First address of the mapping.
+    pub start: u64,
+    /// One past its last address.
+    pub end: u64,
+    /// What to subtract from a runtime pc to get the table's
+    /// object-relative pc: the load bias plus the table's base.
+    pub rel_base: u64,
+    /// Index of the table's [`TableInfo`] (for [`mapping_kind::TABLE`]).
+    pub table: u32,
+    /// A [`mapping_kind`].
+    pub kind: u32,
+}
+
+/// A process's executable mappings, sorted by start, not overlapping: the
+/// value of the BPF map of per-process mapping lists, keyed by pid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcMappings {
+    /// Entries in use (at most [`MAX_MAPPINGS`]).
+    pub len: u32,
+    /// Zero.
+    pub reserved: u32,
+    /// The first `len` are the mappings; the rest are zero.
+    pub entries: [MappingEntry; MAX_MAPPINGS],
+}
+
+impl Default for ProcMappings {
+    fn default() -> Self {
+        Self {
+            len: 0,
+            reserved: 0,
+            entries: [MappingEntry::default(); MAX_MAPPINGS],
+        }
+    }
+}
+
+/// The mapping containing `pc`: a bounded binary search over the sorted
+/// entries (at most [`MAPPING_SEARCH_STEPS`] + 1 entries looked at).
+#[inline(always)]
+pub fn find_mapping(list: &ProcMappings, pc: u64) -> Option<MappingEntry> {
+    // No upfront `len <= MAX_MAPPINGS` check: with it the compiler proves
+    // the indices below in bounds and drops the checks the BPF verifier
+    // needs (it cannot follow that proof). A longer `len` fails below.
+    let mut len = list.len;
+    if len == 0 {
+        return None;
+    }
+    // The last entry whose start is <= pc, as in `find_rule`. The entry is
+    // kept by reference rather than re-read by index afterwards, which
+    // again would be a check the verifier cannot follow.
+    let mut lo = 0u32;
+    let mut found = list.entries.first()?;
+    for _ in 0..MAPPING_SEARCH_STEPS {
+        if len <= 1 {
+            break;
+        }
+        let half = len / 2;
+        let mid = lo.wrapping_add(half);
+        let entry = list.entries.get(mid as usize)?;
+        if entry.start <= pc {
+            lo = mid;
+            found = entry;
+        }
+        len -= half;
+    }
+    if len > 1 {
+        return None;
+    }
+    let entry = *found;
+    (entry.start <= pc && pc < entry.end).then_some(entry)
+}
+
+/// Read access to the [`TableInfo`]s by table id: a BPF array, or a slice.
+pub trait TableIndex {
+    /// The table with id `id`, if it exists.
+    fn table(&self, id: u32) -> Option<TableInfo>;
+}
+
+impl TableIndex for [TableInfo] {
+    #[inline(always)]
+    fn table(&self, id: u32) -> Option<TableInfo> {
+        self.get(id as usize).copied()
+    }
+}
+
+/// How [`next_frame`] found a caller.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// A row of the mapping's table.
+    Table = 0,
+    /// The frame-pointer rule: a frame-pointer mapping, or no row.
+    FramePointer = 1,
+}
+
+/// One step of the walk the BPF program does per user frame, with the same
+/// code on the host: find `frame`'s mapping, its table and row, apply the
+/// rule, and fall back to [`Rule::FRAME_POINTER`] where there is no row.
+///
+/// Outcomes beyond [`step`]'s:
+/// - a pc in no listed mapping is [`Outcome::NoRow`] (a stale list, or a
+///   wrong earlier step: following frame pointers from there would only
+///   invent frames);
+/// - in a [`mapping_kind::FRAME_POINTER`] mapping a zero frame pointer is the
+///   end of the stack (the ABI's outermost-frame marker, what Go's and
+///   glibc's thread starts leave);
+/// - where a table has no row and the frame-pointer guess fails, the outcome
+///   is [`Outcome::NoRow`]: the walk stopped for lack of information, not
+///   because memory was unreadable.
+#[inline(always)]
+pub fn next_frame<S, T, M>(
+    src: &S,
+    tables: &T,
+    list: &ProcMappings,
+    frame: &Frame,
+    mem: &M,
+) -> Result<(Frame, Via), Outcome>
+where
+    S: TableSource + ?Sized,
+    T: TableIndex + ?Sized,
+    M: Memory + ?Sized,
+{
+    let pc = frame.lookup_pc();
+    let mapping = find_mapping(list, pc).ok_or(Outcome::NoRow)?;
+    if mapping.kind != mapping_kind::TABLE {
+        if frame.regs.fp == 0 {
+            return Err(Outcome::EndOfStack);
+        }
+        return step(Rule::FRAME_POINTER, frame, mem).map(|f| (f, Via::FramePointer));
+    }
+    let info = tables.table(mapping.table).ok_or(Outcome::BadTable)?;
+    let rule = match find_rule(src, &info, pc.wrapping_sub(mapping.rel_base)) {
+        Ok(rule) if rule.cfa() != Cfa::NoInfo => rule,
+        Ok(_) | Err(Outcome::NoRow) => {
+            return step(Rule::FRAME_POINTER, frame, mem)
+                .map(|f| (f, Via::FramePointer))
+                .map_err(|_| Outcome::NoRow);
+        }
+        Err(e) => return Err(e),
+    };
+    step(rule, frame, mem).map(|f| (f, Via::Table))
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -598,6 +801,15 @@ mod tests {
     }
 
     #[test]
+    fn outcomes_round_trip_their_values() {
+        for o in Outcome::ALL {
+            assert_eq!(Outcome::from_u8(o as u8), Some(o));
+        }
+        assert_eq!(Outcome::from_u8(Outcome::ALL.len() as u8), None);
+        assert_eq!(Outcome::from_u8(255), None);
+    }
+
+    #[test]
     fn row_is_eight_bytes() {
         assert_eq!(ROW_BYTES, 8);
         assert_eq!(core::mem::size_of::<PageEntry>(), 8);
@@ -613,6 +825,7 @@ mod tests {
             (Cfa::FpOffset(16), FpRule::AtCfa(-16)),
             (Cfa::FpOffset(-8), FpRule::AtCfa(-1024)),
             (Cfa::FpDeref(-8), FpRule::AtFp(0)),
+            (Cfa::SpDeref(40), FpRule::AtCfa(-24)),
             (
                 Cfa::Plt {
                     offset: 8,
@@ -658,7 +871,7 @@ mod tests {
 
     #[test]
     fn unknown_bits_decode_as_unsupported() {
-        for bits in [8u32, 9, 15, 0x41, 0x81] {
+        for bits in [9u32, 15, 0x41, 0x81] {
             assert_eq!(Rule(bits).cfa(), Cfa::Unsupported, "{bits:#x}");
         }
         assert_eq!(Rule(0x31).fp(), None);
@@ -722,6 +935,28 @@ mod tests {
                 fp: 0x5000
             }
         );
+    }
+
+    #[test]
+    fn saved_sp_frame_dereferences_sp() {
+        // CFA = *(sp + 40) + 8; fp saved at CFA - 24; RA at CFA - 8.
+        let mut m = Mem::default();
+        let (sp, entry_sp) = (0x1000u64, 0x1400u64);
+        m.0.insert(sp + 40, entry_sp);
+        m.0.insert(entry_sp + 8 - 24, 0x5000);
+        m.0.insert(entry_sp, 0x4242);
+        let r = rule(Cfa::SpDeref(40), FpRule::AtCfa(-24));
+        let next = step(r, &regs(0x400, sp, 7), &m).unwrap();
+        assert_eq!(
+            next.regs,
+            Regs {
+                pc: 0x4242,
+                sp: entry_sp + 8,
+                fp: 0x5000
+            }
+        );
+        m.0.remove(&(sp + 40));
+        assert_eq!(step(r, &regs(0x400, sp, 7), &m), Err(Outcome::BadRead));
     }
 
     #[test]
@@ -994,5 +1229,158 @@ mod tests {
             assert_eq!(find_rule(&src, &info, pc), Ok(rows[pc as usize].rule));
             assert!(src.1.get() <= 9, "{} lookups", src.1.get());
         }
+    }
+
+    fn list(entries: &[MappingEntry]) -> ProcMappings {
+        let mut l = ProcMappings {
+            len: entries.len() as u32,
+            ..ProcMappings::default()
+        };
+        l.entries[..entries.len()].copy_from_slice(entries);
+        l
+    }
+
+    fn entry(start: u64, end: u64, kind: u32) -> MappingEntry {
+        MappingEntry {
+            start,
+            end,
+            rel_base: start,
+            table: 0,
+            kind,
+        }
+    }
+
+    #[test]
+    fn mapping_search_finds_containing_entry_or_none() {
+        assert_eq!(find_mapping(&ProcMappings::default(), 5), None);
+        for n in [1usize, 2, 3, 7, 100, MAX_MAPPINGS] {
+            // Mappings [0x1000 * (2i + 1), 0x1000 * (2i + 2)): gaps between.
+            let entries: Vec<MappingEntry> = (0..n as u64)
+                .map(|i| entry(0x1000 * (2 * i + 1), 0x1000 * (2 * i + 2), 0))
+                .collect();
+            let l = list(&entries);
+            for (i, e) in entries.iter().enumerate() {
+                assert_eq!(find_mapping(&l, e.start), Some(*e), "n {n} i {i}");
+                assert_eq!(find_mapping(&l, e.end - 1), Some(*e), "n {n} i {i}");
+                assert_eq!(find_mapping(&l, e.end), None, "gap after {i}");
+            }
+            assert_eq!(find_mapping(&l, 0), None);
+            assert_eq!(find_mapping(&l, u64::MAX), None);
+        }
+        // A corrupted length never reads past the array.
+        let mut l = list(&[entry(0x1000, 0x2000, 0)]);
+        l.len = MAX_MAPPINGS as u32 + 1;
+        assert_eq!(find_mapping(&l, 0x1000), None);
+    }
+
+    #[test]
+    fn next_frame_uses_tables_then_frame_pointers() {
+        // One table mapping at 0x10000 (rows: 0x0 sp+16, 0x100 no info,
+        // past 0x200 nothing) and a frame-pointer mapping at 0x40000.
+        let rows = [
+            Row {
+                pc: 0,
+                rule: rule(Cfa::SpOffset(16), FpRule::Same),
+            },
+            Row {
+                pc: 0x100,
+                rule: Rule::NO_INFO,
+            },
+        ];
+        let pages = [PageEntry {
+            first_row: 0,
+            n_rows: 2,
+        }];
+        let infos = [TableInfo {
+            first_row: 0,
+            n_rows: 2,
+            first_page: 0,
+            n_pages: 1,
+            page_shift: 12,
+            reserved: 0,
+        }];
+        let src = SliceTables {
+            rows: &rows,
+            pages: &pages,
+        };
+        let l = list(&[
+            entry(0x10000, 0x11000, mapping_kind::TABLE),
+            entry(0x40000, 0x41000, mapping_kind::FRAME_POINTER),
+        ]);
+        let mut m = Mem::default();
+        // Table frame: RA at sp + 8.
+        m.0.insert(0x1008, 0x40010);
+        let f = regs(0x10010, 0x1000, 0x2000);
+        let (next, via) = next_frame(&src, &infos[..], &l, &f, &m).unwrap();
+        assert_eq!(via, Via::Table);
+        assert_eq!(
+            next.regs,
+            Regs {
+                pc: 0x40010,
+                sp: 0x1010,
+                fp: 0x2000
+            }
+        );
+        // Frame-pointer mapping: saved fp at fp, RA at fp + 8.
+        m.0.insert(0x2000, 0x3000);
+        m.0.insert(0x2008, 0x10020);
+        let (next2, via) = next_frame(&src, &infos[..], &l, &next, &m).unwrap();
+        assert_eq!(via, Via::FramePointer);
+        assert_eq!(
+            next2.regs,
+            Regs {
+                pc: 0x10020,
+                sp: 0x2010,
+                fp: 0x3000
+            }
+        );
+        // A zero fp in a frame-pointer mapping ends the stack.
+        let end = regs(0x40020, 0x1000, 0);
+        assert_eq!(
+            next_frame(&src, &infos[..], &l, &end, &m),
+            Err(Outcome::EndOfStack)
+        );
+        // No row in a table mapping: the frame-pointer guess...
+        let gap = regs(0x10180, 0x1000, 0x2000);
+        let (g, via) = next_frame(&src, &infos[..], &l, &gap, &m).unwrap();
+        assert_eq!((g.regs.pc, via), (0x10020, Via::FramePointer));
+        // ...and when it fails, "no row", not a bad read.
+        let gap = regs(0x10180, 0x1000, 0x9000);
+        assert_eq!(
+            next_frame(&src, &infos[..], &l, &gap, &m),
+            Err(Outcome::NoRow)
+        );
+        // Past the table's last page: no row either.
+        let past = regs(0x10f00, 0x1000, 0x9000);
+        assert_eq!(
+            next_frame(&src, &infos[..], &l, &past, &m),
+            Err(Outcome::NoRow)
+        );
+        // Outside every mapping: stop.
+        let out = regs(0x90000, 0x1000, 0x2000);
+        assert_eq!(
+            next_frame(&src, &infos[..], &l, &out, &m),
+            Err(Outcome::NoRow)
+        );
+        // A table id with no table.
+        let mut bad = l;
+        bad.entries[0].table = 7;
+        assert_eq!(
+            next_frame(&src, &infos[..], &bad, &f, &m),
+            Err(Outcome::BadTable)
+        );
+        // A return address is looked up one byte back: the RA 0x10100 is
+        // the last byte of the row at 0, not the NO_INFO row at 0x100.
+        m.0.insert(0x5008, 0x77);
+        let ra = Frame {
+            regs: Regs {
+                pc: 0x10100,
+                sp: 0x5000,
+                fp: 0,
+            },
+            exact_pc: 0,
+        };
+        let (n, via) = next_frame(&src, &infos[..], &l, &ra, &m).unwrap();
+        assert_eq!((n.regs.pc, via), (0x77, Via::Table));
     }
 }

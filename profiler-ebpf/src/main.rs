@@ -8,6 +8,7 @@ mod go;
 mod maps;
 mod process;
 mod sample;
+mod unwind;
 
 use aya_ebpf::{
     macros::{btf_tracepoint, perf_event},
@@ -26,6 +27,14 @@ pub fn sample_cpu(ctx: PerfEventContext) -> u32 {
 #[perf_event]
 pub fn sample_go(ctx: PerfEventContext) -> u32 {
     go::record(&ctx);
+    0
+}
+
+/// Tail-called for processes with unwind tables: walks the user stack a
+/// few frames per call, then the Go stage or submit.
+#[perf_event]
+pub fn sample_unwind(ctx: PerfEventContext) -> u32 {
+    unwind::stage(&ctx);
     0
 }
 

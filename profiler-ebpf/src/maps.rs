@@ -2,11 +2,14 @@
 //!
 //! The names are the ones in `profiler_common::names`; user space resizes the
 //! ring buffer and fills `CONFIG`, `PID_FILTER`, `PROCS`, `GO_OFFSETS` and
-//! `PROGS` at load time and as processes come and go.
+//! `PROGS` at load time and as processes come and go. The unwind tables
+//! (`UNWIND_ROWS`, `UNWIND_PAGES`, `UNWIND_TABLES`) are sized at load time
+//! and written by user space's table manager, which also keeps one
+//! `UNWIND_PROCS` mapping list per process whose stacks use them.
 
 use aya_ebpf::{
     Global,
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
@@ -14,6 +17,7 @@ use profiler_common::{
     Config, Counter, LabelsKey, MAX_EXT_BYTES, MAX_KERNEL_FRAMES, MAX_USER_FRAMES, ProcInfo,
     SampleHeader,
     golang::{GoLabelsRecord, GoOffsets, LabelsCursor, MAX_BUCKET_BYTES},
+    unwind::{Frame, Outcome, PageEntry, ProcMappings, Row, TableInfo},
 };
 
 /// Samples and process events, read by the daemon. Resized at load time.
@@ -75,6 +79,46 @@ pub struct LabelsBuf {
 /// One [`LabelsBuf`] per CPU.
 #[map]
 pub static LABELS_SCRATCH: PerCpuArray<LabelsBuf> = PerCpuArray::with_max_entries(1, 0);
+
+/// Every loaded unwind table's rows; user space writes them through a
+/// shared mapping of the array. Resized at load time.
+#[map]
+pub static UNWIND_ROWS: Array<Row> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// Every loaded unwind table's page index. Resized at load time.
+#[map]
+pub static UNWIND_PAGES: Array<PageEntry> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// Where each table lives in the row and page arrays, by table id.
+#[map]
+pub static UNWIND_TABLES: Array<TableInfo> = Array::with_max_entries(4096, 0);
+
+/// Executable mappings of the processes walked with tables, by pid. A pid
+/// absent here is walked by the kernel's frame-pointer walk.
+#[map]
+pub static UNWIND_PROCS: HashMap<u32, ProcMappings> =
+    HashMap::with_max_entries(8192, BPF_F_NO_PREALLOC);
+
+/// Per-CPU count of the final outcome of each table-driven walk, indexed by
+/// `Outcome` value (`Continue`: stopped at the frame limit).
+#[map]
+pub static UNWIND_OUTCOMES: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(Outcome::ALL.len() as u32, 0);
+
+/// What one sample's walk carries from one unwind-stage call to the next.
+#[repr(C)]
+pub struct UnwindState {
+    /// The frame to record and unwind next.
+    pub frame: Frame,
+    /// User frames recorded so far.
+    pub frames: u32,
+    /// Non-zero once `frame` holds the interrupted registers.
+    pub started: u32,
+}
+
+/// One [`UnwindState`] per CPU.
+#[map]
+pub static UNWIND_STATE: PerCpuArray<UnwindState> = PerCpuArray::with_max_entries(1, 0);
 
 /// Load-time settings (read-only; see `profiler_common::Config`).
 #[unsafe(no_mangle)]

@@ -1,12 +1,15 @@
 //! Process lifecycle events (exec, leader exit) sent in order with samples,
 //! so user space never attributes a sample to the mappings of another image.
+//! The process's unwind mapping list goes at once: the new image (or a new
+//! process reusing the pid) must not be walked with the old one's mappings
+//! while user space catches up.
 
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns};
 use profiler_common::{Counter, ProcessEvent, RecordKind};
 
 use crate::{
     filter,
-    maps::{EVENTS, count, wakeup_flags},
+    maps::{EVENTS, UNWIND_PROCS, count, wakeup_flags},
 };
 
 /// Emits `kind` for the current task if it is a thread-group leader we track.
@@ -28,4 +31,5 @@ pub fn emit(kind: RecordKind) {
     if EVENTS.output::<ProcessEvent>(&event, flags).is_err() {
         count(Counter::EventsLost);
     }
+    let _ = UNWIND_PROCS.remove(&pid);
 }

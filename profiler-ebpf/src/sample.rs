@@ -1,7 +1,8 @@
 //! Builds one sample record: ids, comm, timestamp, the kernel stack and the
-//! user stack walked by frame pointers; hands it to the Go stage for Go
-//! processes; and copies it to the ring buffer with only the frames and
-//! extension bytes it holds.
+//! user stack, handed to the unwind stage for processes with unwind tables
+//! and otherwise walked here by the kernel's frame-pointer walk; hands it to
+//! the Go stage for Go processes; and copies it to the ring buffer with only
+//! the frames and extension bytes it holds.
 
 use aya_ebpf::{
     EbpfContext,
@@ -20,6 +21,7 @@ use profiler_common::{
 use crate::{
     filter,
     maps::{CONFIG, EVENTS, PROCS, PROGS, SCRATCH, SampleBuf, count, wakeup_flags},
+    unwind,
 };
 
 const HEADER_BYTES: usize = core::mem::size_of::<SampleHeader>();
@@ -58,20 +60,6 @@ pub fn record(ctx: &PerfEventContext) {
         flags |= sample_flags::KERNEL_TRUNCATED;
     }
 
-    // SAFETY: `kernel <= MAX_KERNEL_FRAMES`, so MAX_USER_FRAMES slots follow.
-    let user_ptr = unsafe { buf.data.as_mut_ptr().add(kernel) };
-    let user = match read_stack(ctx, user_ptr, MAX_USER_FRAMES, u64::from(BPF_F_USER_STACK)) {
-        Some(n) => n,
-        None => {
-            count(Counter::UserStackError);
-            flags |= sample_flags::USER_STACK_ERROR;
-            0
-        }
-    };
-    if user == MAX_USER_FRAMES {
-        flags |= sample_flags::USER_TRUNCATED;
-    }
-
     buf.header = SampleHeader {
         kind: RecordKind::Sample as u32,
         flags,
@@ -82,7 +70,7 @@ pub fn record(ctx: &PerfEventContext) {
         // SAFETY: no arguments, no memory access.
         cpu: unsafe { bpf_get_smp_processor_id() },
         kernel_frames: kernel as u16,
-        user_frames: user as u16,
+        user_frames: 0,
         user_unwinder: UserUnwinder::FramePointer as u8,
         unwind_outcome: 0,
         ext_len: 0,
@@ -90,7 +78,32 @@ pub fn record(ctx: &PerfEventContext) {
         comm: bpf_get_current_comm().unwrap_or_default(),
     };
 
+    // Processes with unwind tables: the unwind stage takes over (and does
+    // not come back) unless the tail call fails.
+    unwind::begin(ctx, pid);
+    frame_pointer_user_stack(ctx, buf);
     after_user_stack(ctx, pid);
+}
+
+/// Fills the user part of `buf` with the kernel's frame-pointer walk.
+#[inline(always)]
+pub fn frame_pointer_user_stack(ctx: &PerfEventContext, buf: &mut SampleBuf) {
+    let kernel = usize::from(buf.header.kernel_frames).min(MAX_KERNEL_FRAMES);
+    // SAFETY: `kernel <= MAX_KERNEL_FRAMES`, so MAX_USER_FRAMES slots follow.
+    let user_ptr = unsafe { buf.data.as_mut_ptr().add(kernel) };
+    let user = match read_stack(ctx, user_ptr, MAX_USER_FRAMES, u64::from(BPF_F_USER_STACK)) {
+        Some(n) => n,
+        None => {
+            count(Counter::UserStackError);
+            buf.header.flags |= sample_flags::USER_STACK_ERROR;
+            0
+        }
+    };
+    if user == MAX_USER_FRAMES {
+        buf.header.flags |= sample_flags::USER_TRUNCATED;
+    }
+    buf.header.user_frames = user as u16;
+    buf.header.user_unwinder = UserUnwinder::FramePointer as u8;
 }
 
 /// The stages after the user stack: Go state for Go processes (a tail call

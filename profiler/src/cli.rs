@@ -87,6 +87,12 @@ pub struct SamplingArgs {
     /// one second of samples at the chosen frequency on every CPU.
     #[arg(long, value_name = "BYTES")]
     pub ring_buffer_size: Option<u32>,
+
+    /// Kernel memory for unwind tables (compiled .eh_frame of the profiled
+    /// processes' files, for stacks without frame pointers); suffixes K, M,
+    /// G. 0 walks every stack by frame pointers only.
+    #[arg(long, value_name = "BYTES", default_value = "64M")]
+    pub unwind_table_memory: String,
 }
 
 #[derive(Debug, Args)]

@@ -1,17 +1,21 @@
 //! Decodes ring-buffer records and feeds them to the process tracker and the
 //! current window. Runs for every record, so it allocates nothing for a
-//! sample whose stack and process were seen before.
+//! sample whose stack and process were seen before. A user stack whose walk
+//! stopped short of its start (the unwinder's outcome, or the frame limit)
+//! ends in a [`StackMark`] frame and is counted by outcome.
 
 use std::{collections::HashMap, sync::Arc};
 
-use profiler_common::{Record, RecordKind, SampleRecord};
+use profiler_common::{
+    Record, RecordKind, SampleHeader, SampleRecord, UserUnwinder, sample_flags, unwind::Outcome,
+};
 use tracing::debug;
 
 use crate::{
     aggregate::{Instant2, Observation, Window},
     golang::samples::{LabelCache, Labels},
     metrics::{self, Metrics},
-    process::{FrameKey, ObjectFile, ObjectId, ProcessHooks, ProcessTracker},
+    process::{FrameKey, ObjectFile, ObjectId, ProcessHooks, ProcessTracker, StackMark},
     profile::referenced_objects,
 };
 
@@ -30,6 +34,8 @@ pub struct Ingest {
     metrics: Arc<Metrics>,
     addrs: Vec<u64>,
     frames: Vec<FrameKey>,
+    /// Table unwinding is on: a kernel frame-pointer walk is then marked.
+    tables: bool,
 }
 
 /// A return address points after the call; one byte back is inside the
@@ -59,7 +65,14 @@ impl Ingest {
             frames: Vec::with_capacity(
                 profiler_common::MAX_KERNEL_FRAMES + profiler_common::MAX_USER_FRAMES,
             ),
+            tables: false,
         }
+    }
+
+    /// Says that user stacks are walked with tables from now on, so one
+    /// walked by the kernel's frame-pointer walk is marked as such.
+    pub fn set_table_unwinding(&mut self, on: bool) {
+        self.tables = on;
     }
 
     /// Handles one ring-buffer record.
@@ -107,6 +120,9 @@ impl Ingest {
         let process = self
             .tracker
             .translate_user(h.pid, s.comm(), &self.addrs, &mut self.frames);
+        if let Some(mark) = stack_end(h, self.tables, &self.metrics) {
+            self.frames.push(FrameKey::Mark(mark));
+        }
         let go = if s.ext.is_empty() {
             None
         } else {
@@ -157,6 +173,32 @@ impl Ingest {
     }
 }
 
+/// How `h`'s user stack ended, if short of its start (or unverified: a
+/// frame-pointer walk while `tables` are on); counts the outcome.
+fn stack_end(h: &SampleHeader, tables: bool, m: &Metrics) -> Option<StackMark> {
+    if h.user_unwinder != UserUnwinder::Table as u8 {
+        if h.user_frames == 0 {
+            return None;
+        }
+        metrics::inc(&m.stacks_frame_pointer);
+        if tables {
+            return Some(StackMark::FramePointers);
+        }
+        return (h.flags & sample_flags::USER_TRUNCATED != 0).then_some(StackMark::Truncated);
+    }
+    let (counter, mark) = match Outcome::from_u8(h.unwind_outcome) {
+        Some(Outcome::EndOfStack) => (&m.stacks_complete, None),
+        Some(Outcome::Continue) => (&m.stacks_truncated, Some(StackMark::Truncated)),
+        Some(Outcome::NoRow) => (&m.stacks_no_table, Some(StackMark::NoTable)),
+        Some(Outcome::BadRead) => (&m.stacks_bad_read, Some(StackMark::BadRead)),
+        Some(Outcome::NoProgress) => (&m.stacks_unwind_other, Some(StackMark::NoProgress)),
+        Some(Outcome::BadTable) => (&m.stacks_unwind_other, Some(StackMark::BadTable)),
+        Some(Outcome::Unsupported) | None => (&m.stacks_unwind_other, Some(StackMark::Unsupported)),
+    };
+    metrics::inc(counter);
+    mark
+}
+
 #[cfg(test)]
 mod tests {
     use profiler_common::{COMM_LEN, ProcessEvent, SampleHeader, UserUnwinder};
@@ -164,19 +206,30 @@ mod tests {
     use super::*;
 
     fn sample_bytes(pid: u32, kernel: &[u64], user: &[u64]) -> Vec<u8> {
+        sample_bytes_with(pid, kernel, user, UserUnwinder::FramePointer, 0, 0)
+    }
+
+    fn sample_bytes_with(
+        pid: u32,
+        kernel: &[u64],
+        user: &[u64],
+        unwinder: UserUnwinder,
+        outcome: u8,
+        flags: u32,
+    ) -> Vec<u8> {
         let mut comm = [0u8; COMM_LEN];
         comm[..4].copy_from_slice(b"test");
         let h = SampleHeader {
             kind: RecordKind::Sample as u32,
-            flags: 0,
+            flags,
             ktime_ns: 1,
             pid,
             tid: pid,
             cpu: 0,
             kernel_frames: kernel.len() as u16,
             user_frames: user.len() as u16,
-            user_unwinder: UserUnwinder::FramePointer as u8,
-            unwind_outcome: 0,
+            user_unwinder: unwinder as u8,
+            unwind_outcome: outcome,
             ext_len: 0,
             reserved: 0,
             comm,
@@ -233,5 +286,79 @@ mod tests {
             ]
         );
         assert_eq!(ingest.window_samples(), 0);
+    }
+
+    #[test]
+    fn incomplete_user_stacks_end_in_a_mark_and_are_counted() {
+        let m = Arc::new(Metrics::default());
+        let mut ingest = Ingest::new(Arc::clone(&m), Instant2::now(), None);
+        let pid = std::process::id();
+        let table = |o: Outcome| {
+            sample_bytes_with(pid, &[], &[0x10, 0x20], UserUnwinder::Table, o as u8, 0)
+        };
+        for o in Outcome::ALL {
+            ingest.record(&table(o));
+        }
+        // An outcome this build does not know.
+        ingest.record(&sample_bytes_with(
+            pid,
+            &[],
+            &[0x10],
+            UserUnwinder::Table,
+            99,
+            0,
+        ));
+        // Frame pointers: truncated is marked; tables on, every walk is.
+        let fp = |flags| sample_bytes_with(pid, &[], &[0x10], UserUnwinder::FramePointer, 0, flags);
+        ingest.record(&fp(sample_flags::USER_TRUNCATED));
+        ingest.record(&fp(0));
+        ingest.set_table_unwinding(true);
+        ingest.record(&fp(0));
+        let s = m.snapshot();
+        assert_eq!(
+            (
+                s.stacks_complete,
+                s.stacks_truncated,
+                s.stacks_no_table,
+                s.stacks_bad_read,
+                s.stacks_unwind_other,
+                s.stacks_frame_pointer
+            ),
+            (1, 1, 1, 1, 4, 3)
+        );
+        let flushed = ingest.flush(Instant2::now());
+        let last = |i: u32| {
+            *flushed
+                .window
+                .stacks
+                .get(crate::aggregate::StackId(i))
+                .last()
+                .unwrap()
+        };
+        let marks: Vec<FrameKey> = (0..flushed.window.stacks.len() as u32).map(last).collect();
+        assert_eq!(marks.len(), 11, "{marks:?}");
+        use StackMark::*;
+        // Continue (the frame limit), EndOfStack (complete: no mark), NoRow,
+        // BadRead, Unsupported, NoProgress, BadTable, unknown, then the
+        // frame-pointer walks.
+        let want = [
+            Some(Truncated),
+            None,
+            Some(NoTable),
+            Some(BadRead),
+            Some(Unsupported),
+            Some(NoProgress),
+            Some(BadTable),
+            Some(Unsupported),
+            Some(Truncated),
+            None,
+            Some(FramePointers),
+        ];
+        for (got, want) in marks.iter().zip(want) {
+            match want {
+                Some(mark) => assert_eq!(*got, FrameKey::Mark(mark)),
+                None => assert!(!matches!(got, FrameKey::Mark(_)), "{got:?}"),
+            }
+        }
     }
 }

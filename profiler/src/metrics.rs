@@ -1,6 +1,6 @@
 //! The daemon's own counters: every drop, miss and failure is counted here
 //! (the kernel side counts its own in the `COUNTERS` map) and reported in
-//! the summary and the logs.
+//! the summary and the logs; a few gauges (named so) hold current sizes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -77,6 +77,36 @@ metrics! {
     otlp_spooled,
     /// Times the collector was declared unavailable.
     otlp_breaker_opened,
+    /// Unwind tables compiled (each file once while it stays loaded or cached).
+    unwind_tables_compiled,
+    /// Microseconds spent compiling unwind tables.
+    unwind_compile_us,
+    /// Files without usable call-frame information (walked by frame pointers).
+    unwind_tables_none,
+    /// Tables that did not fit `--unwind-table-memory` (walked by frame pointers).
+    unwind_tables_no_room,
+    /// Gauge: unwind tables loaded now.
+    unwind_tables_loaded,
+    /// Gauge: bytes of the unwind arrays in use now.
+    unwind_table_bytes,
+    /// Gauge: bytes of the unwind arrays.
+    unwind_table_capacity_bytes,
+    /// Gauge: processes walked with tables now.
+    unwind_processes,
+    /// User stacks walked with tables that reached the end of the stack.
+    stacks_complete,
+    /// User stacks walked with tables that stopped at the frame limit.
+    stacks_truncated,
+    /// User stacks walked with tables that stopped at a pc with no
+    /// unwind information (no table or row, and frame pointers failed).
+    stacks_no_table,
+    /// User stacks walked with tables that stopped at an unreadable address.
+    stacks_bad_read,
+    /// User stacks walked with tables that stopped otherwise (unsupported
+    /// rule, no progress, inconsistent table).
+    stacks_unwind_other,
+    /// User stacks walked by the kernel's frame-pointer walk.
+    stacks_frame_pointer,
 }
 
 /// Adds one.
@@ -87,6 +117,11 @@ pub fn inc(c: &AtomicU64) {
 /// Adds `n`.
 pub fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Sets a gauge.
+pub fn set(c: &AtomicU64, v: u64) {
+    c.store(v, Ordering::Relaxed);
 }
 
 #[cfg(test)]

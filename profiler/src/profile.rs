@@ -11,7 +11,7 @@ use std::{
 use crate::{
     aggregate::{GoKey, Instant2, LabelsId, Window},
     golang::samples::LabelSet,
-    process::{FrameKey, ObjectFile, ObjectId, ProcId, ProcessMeta, objects::hex},
+    process::{FrameKey, ObjectFile, ObjectId, ProcId, ProcessMeta, StackMark, objects::hex},
     symbolize::{SymFrame, Symbolizer},
 };
 
@@ -26,6 +26,8 @@ pub enum MappingKind {
     Jit,
     /// User addresses in no known mapping.
     Unknown,
+    /// `[unwind]`: the marks of incomplete user stacks.
+    Unwind,
 }
 
 /// A mapping of the profile.
@@ -72,6 +74,8 @@ pub enum FrameType {
     Native,
     Go,
     Rust,
+    /// A mark where a stack's walk stopped.
+    Mark,
 }
 
 impl FrameType {
@@ -82,6 +86,8 @@ impl FrameType {
             FrameType::Native => "native",
             FrameType::Go => "go",
             FrameType::Rust => "rust",
+            // A custom value, as the OpenTelemetry eBPF profiler names it.
+            FrameType::Mark => "abort-marker",
         }
     }
 }
@@ -227,6 +233,7 @@ impl Builder<'_> {
             },
             MappingKind::Jit => ("[jit]".into(), None, (0, 0, 0), false),
             MappingKind::Unknown => ("[unknown]".into(), None, (0, 0, 0), false),
+            MappingKind::Unwind => ("[unwind]".into(), None, (0, 0, 0), false),
         };
         let i = self.profile.mappings.len() as u32;
         self.profile.mappings.push(Mapping {
@@ -285,6 +292,7 @@ impl Builder<'_> {
                 (MappingKind::Jit, addr, frames)
             }
             FrameKey::Unmapped(addr) => (MappingKind::Unknown, addr, Arc::from([])),
+            FrameKey::Mark(mark) => return self.mark_location(mark),
         };
         let mapping = self.mapping(kind);
         let frame_type = match kind {
@@ -314,6 +322,36 @@ impl Builder<'_> {
             lines,
         });
         self.location_index.insert(key, i);
+        i
+    }
+
+    /// The location of a stack mark: a function named for it, no address,
+    /// under the `[unwind]` mapping.
+    fn mark_location(&mut self, mark: StackMark) -> u32 {
+        let mapping = self.mapping(MappingKind::Unwind);
+        let func = Function {
+            name: mark.name().into(),
+            system_name: mark.name().into(),
+            filename: "".into(),
+            start_line: 0,
+        };
+        let function = match self.function_index.get(&func) {
+            Some(&i) => i,
+            None => {
+                let i = self.profile.functions.len() as u32;
+                self.profile.functions.push(func.clone());
+                self.function_index.insert(func, i);
+                i
+            }
+        };
+        let i = self.profile.locations.len() as u32;
+        self.profile.locations.push(Location {
+            mapping,
+            frame_type: FrameType::Mark,
+            address: 0,
+            lines: vec![Line { function, line: 0 }],
+        });
+        self.location_index.insert(FrameKey::Mark(mark), i);
         i
     }
 
@@ -650,5 +688,60 @@ mod tests {
         // No duplicate functions.
         let set: HashSet<_> = profile.functions.iter().collect();
         assert_eq!(set.len(), profile.functions.len());
+    }
+
+    #[test]
+    fn stack_marks_are_named_locations_under_the_unwind_mapping() {
+        let mut window = Window::new(Instant2 {
+            wall_ns: 1_000,
+            mono_ns: 10,
+        });
+        let p = meta();
+        let comm = *b"t\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+        let obs = crate::aggregate::Observation {
+            tid: 42,
+            cpu: 0,
+            comm: &comm,
+            time_ns: 20,
+            go: None,
+        };
+        window.add(
+            &p,
+            &obs,
+            &[FrameKey::Unmapped(0x10), FrameKey::Mark(StackMark::BadRead)],
+        );
+        window.add(
+            &p,
+            &obs,
+            &[FrameKey::Unmapped(0x20), FrameKey::Mark(StackMark::BadRead)],
+        );
+        window.add(&p, &obs, &[FrameKey::Mark(StackMark::Truncated)]);
+        let input = BuildInput {
+            window: &window,
+            end: Instant2 {
+                wall_ns: 2_000,
+                mono_ns: 1_010,
+            },
+            period_ns: 10,
+            objects: &HashMap::new(),
+        };
+        let profile = build(&input, &mut Symbolizer::new());
+        let marks: Vec<&Location> = profile
+            .locations
+            .iter()
+            .filter(|l| l.frame_type == FrameType::Mark)
+            .collect();
+        // One location per mark, shared by the stacks that end in it.
+        assert_eq!(marks.len(), 2);
+        for l in &marks {
+            let m = &profile.mappings[l.mapping as usize];
+            assert_eq!((&*m.filename, m.kind), ("[unwind]", MappingKind::Unwind));
+            assert_eq!(l.lines.len(), 1);
+        }
+        let name = |l: &Location| &*profile.functions[l.lines[0].function as usize].name;
+        let names: HashSet<&str> = marks.iter().map(|l| name(l)).collect();
+        assert_eq!(names, HashSet::from(["[unwind: bad_read]", "[truncated]"]));
+        assert_eq!(profile.stacks[0].last(), profile.stacks[1].last());
+        assert_eq!(FrameType::Mark.as_str(), "abort-marker");
     }
 }

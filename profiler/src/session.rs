@@ -232,13 +232,15 @@ async fn session(settings: Settings) -> Result<()> {
     let started = Instant::now();
     let mut loaded = Loaded::load(&settings.sampling)?;
     let counters = loaded.maps().take_counters()?;
-    let procs = loaded.maps().take_proc_table()?;
+    let mut procs = loaded.maps().take_proc_table()?;
+    let unwind_outcomes = start_unwinding(&mut loaded, &mut procs, &metrics)?;
     let ring = loaded.maps().take_ring_buffer()?;
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd
     // owns the ring buffer, and `as_raw_fd` always returns that fd.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("cannot poll the BPF ring buffer: {e}"))?;
     let mut ingest = Ingest::new(Arc::clone(&metrics), Instant2::now(), Some(Box::new(procs)));
+    ingest.set_table_unwinding(unwind_outcomes.is_some());
     // Targets are read before sampling starts, so their first samples
     // already carry what BPF needs to know about them (Go state).
     ingest.prime(&settings.sampling.pids);
@@ -407,6 +409,11 @@ async fn session(settings: Settings) -> Result<()> {
             kernel.get(Counter::UserStackError),
             kernel.get(Counter::EventsLost),
         );
+        let walks = unwind_outcomes
+            .as_ref()
+            .and_then(|o| o.read().ok())
+            .map(|o| o.total());
+        eprintln!("{}", crate::unwind::service::summary(&m, walks));
         if let Mode::Run { otlp: Some(_), .. } = &settings.mode {
             eprintln!(
                 "otlp: {} batches sent, {} retries, {} dropped, {} spooled, {} profiles rejected",
@@ -415,6 +422,29 @@ async fn session(settings: Settings) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Starts the unwind thread with the unwind maps when the unwind stage
+/// loaded; returns the outcome counters to report.
+fn start_unwinding(
+    loaded: &mut Loaded,
+    procs: &mut crate::bpf::maps::ProcTable,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<crate::bpf::unwind_maps::OutcomeMap>> {
+    let Some(capacity) = loaded.unwind else {
+        return Ok(None);
+    };
+    let store = loaded.maps().take_unwind_maps()?;
+    let handle = crate::unwind::service::start(store, Arc::clone(metrics))
+        .context("cannot start the unwind thread")?;
+    procs.set_unwinder(handle);
+    info!(
+        "unwinding user stacks with tables ({} MiB: {} rows, {} page entries)",
+        capacity.bytes() >> 20,
+        capacity.rows,
+        capacity.pages
+    );
+    Ok(Some(loaded.maps().take_unwind_outcomes()?))
 }
 
 fn report_window(

@@ -141,6 +141,49 @@ impl Fixtures {
         out
     }
 
+    /// Compiles `tests/fixtures/NAME.c` (C) or `NAME.cc` (C++) optimized
+    /// and without frame pointers, with DWARF.
+    pub fn c_no_frame_pointers(&self, name: &str) -> PathBuf {
+        let out = self.dir.path().join(name);
+        let (compiler, src) = match Self::source(&format!("{name}.cc")) {
+            cc if cc.exists() => ("g++", cc),
+            _ => ("gcc", Self::source(&format!("{name}.c"))),
+        };
+        let st = Command::new(compiler)
+            .args(["-O2", "-g", "-fomit-frame-pointer", "-o"])
+            .arg(&out)
+            .arg(src)
+            .status()
+            .expect("the C compiler runs");
+        assert!(st.success(), "{compiler} failed for {name}");
+        out
+    }
+
+    /// Compiles `tests/fixtures/NAME.rs` as a default `cargo build
+    /// --release` does: opt-level 3, no frame pointers, debug info
+    /// stripped, the symbol table kept.
+    pub fn rust_release(&self, name: &str) -> PathBuf {
+        let out = self.dir.path().join(name);
+        let st = Command::new("rustc")
+            .args([
+                "-C",
+                "opt-level=3",
+                "-C",
+                "force-frame-pointers=no",
+                "-C",
+                "strip=debuginfo",
+                "--edition",
+                "2021",
+                "-o",
+            ])
+            .arg(&out)
+            .arg(Self::source(&format!("{name}.rs")))
+            .status()
+            .expect("rustc runs");
+        assert!(st.success(), "rustc failed for {name}");
+        out
+    }
+
     /// Builds the Go fixture package `tests/fixtures/NAME` with `go` and
     /// `flags` (and `cgo` on or off) into `OUT`.
     pub fn go(&self, go: &Path, name: &str, out: &str, cgo: bool, flags: &[&str]) -> PathBuf {
@@ -375,6 +418,23 @@ impl Pprof {
             .unwrap_or_default()
     }
 
+    /// The user part of a sample's stack, innermost first: per location
+    /// the function its address is in (the outermost of its inline
+    /// frames), as a symbol table names it; marks of incomplete stacks
+    /// (`[truncated]`, `[unwind: ...]`) included; kernel frames left out.
+    pub fn user_symbols(&self, s: &pprof::protos::Sample) -> Vec<String> {
+        s.location_id
+            .iter()
+            .filter(|&&l| self.mapping_name(l) != "[kernel.kallsyms]")
+            .map(|&l| {
+                self.lines(l)
+                    .last()
+                    .map(|x| x.0.clone())
+                    .unwrap_or_else(|| "[unknown]".into())
+            })
+            .collect()
+    }
+
     /// A numeric label of a sample.
     pub fn label_num(&self, s: &pprof::protos::Sample, key: &str) -> Option<i64> {
         s.label
@@ -509,4 +569,117 @@ pub fn go_pprof(args: &[&str], file: &Path) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `perf script` on a `perf record --call-graph dwarf` file: each
+/// sample's user stack, innermost first, as perf's symbol names (no inline
+/// frames), with the sample count 1.
+pub fn perf_user_stacks(data: &Path) -> Vec<Vec<String>> {
+    let out = Command::new("perf")
+        .args(["script", "-F", "ip,sym,dso", "--no-inline", "-i"])
+        .arg(data)
+        .output()
+        .expect("perf script runs");
+    assert!(
+        out.status.success(),
+        "perf script: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut stacks = Vec::new();
+    let mut cur: Vec<String> = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let line = line.trim();
+        if line.is_empty() {
+            if !cur.is_empty() {
+                stacks.push(std::mem::take(&mut cur));
+            }
+            continue;
+        }
+        // "ADDR SYMBOL (DSO)"
+        let Some((_, rest)) = line.split_once(char::is_whitespace) else {
+            continue;
+        };
+        let (sym, dso) = match rest.rfind(" (") {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if dso.contains("kernel.kallsyms") || dso.contains("[unknown]") && sym.is_empty() {
+            continue;
+        }
+        cur.push(sym.trim().to_owned());
+    }
+    if !cur.is_empty() {
+        stacks.push(cur);
+    }
+    stacks
+}
+
+/// A symbol name as both perf and the profiler can agree on it: no
+/// GCC clone suffix (`.part.0`, `.constprop.0`, `.isra.0`, `.cold`), no
+/// symbol version (`@@GLIBC_2.34`), no C++ parameter list, no Rust hash.
+pub fn normalize_symbol(name: &str) -> String {
+    let mut s = name.trim();
+    if let Some(i) = s.find('@') {
+        s = &s[..i];
+    }
+    s = s.strip_suffix(" const").unwrap_or(s);
+    // The parameter list: the balanced group at the end.
+    if s.ends_with(')') {
+        let mut depth = 0;
+        for (i, c) in s.char_indices().rev() {
+            match c {
+                ')' => depth += 1,
+                '(' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        if i > 0 {
+                            s = &s[..i];
+                        }
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut s = s.to_owned();
+    loop {
+        let before = s.len();
+        for suffix in [".part.", ".constprop.", ".isra.", ".cold", ".lto_priv."] {
+            if let Some(i) = s.rfind(suffix) {
+                let tail = &s[i + suffix.len()..];
+                if tail.chars().all(|c| c.is_ascii_digit() || c == '.') {
+                    s.truncate(i);
+                }
+            }
+        }
+        if let Some(i) = s.rfind("::h")
+            && s.len() - i == 19
+            && s[i + 3..].chars().all(|c| c.is_ascii_hexdigit())
+        {
+            s.truncate(i);
+        }
+        if s.len() == before {
+            return s;
+        }
+    }
+}
+
+/// Caller→callee edges of `stacks` (innermost first), weighted by count,
+/// over normalized names; frames named `[...]` break the chain.
+pub fn call_edges<'a>(
+    stacks: impl IntoIterator<Item = (&'a [String], u64)>,
+) -> HashMap<(String, String), u64> {
+    let mut edges = HashMap::new();
+    for (stack, count) in stacks {
+        let names: Vec<String> = stack.iter().map(|n| normalize_symbol(n)).collect();
+        for pair in names.windows(2) {
+            let (callee, caller) = (&pair[0], &pair[1]);
+            if callee.starts_with('[') || caller.starts_with('[') || callee.is_empty() {
+                continue;
+            }
+            *edges.entry((caller.clone(), callee.clone())).or_default() += count;
+        }
+    }
+    edges
 }

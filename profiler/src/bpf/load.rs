@@ -1,4 +1,5 @@
-//! Loads the embedded BPF object, configures it, and attaches the sampler to
+//! Loads the embedded BPF object, configures it (ring buffer and unwind
+//! table sizes), loads the tail-called stages, and attaches the sampler to
 //! a CPU-clock perf event on every online CPU plus the exec/exit BTF
 //! tracepoints. Dropping [`Loaded`] detaches everything.
 
@@ -26,6 +27,39 @@ pub struct Loaded {
     /// Whether exec/exit events are being delivered.
     pub process_events: bool,
     frequency: u64,
+    /// The unwind-table arrays' sizes, if the unwind stage loaded (else
+    /// every stack is walked by frame pointers).
+    pub unwind: Option<UnwindCapacity>,
+}
+
+/// Entries of the unwind-table arrays, from `--unwind-table-memory`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnwindCapacity {
+    /// Rows (8 bytes each).
+    pub rows: u32,
+    /// Page entries (8 bytes each).
+    pub pages: u32,
+}
+
+impl UnwindCapacity {
+    /// Splits `bytes` between rows (15/16) and page entries (1/16): a page
+    /// entry covers 256 bytes to 64 KiB of code, which takes a few to
+    /// several hundred rows. `None` for 0 (table unwinding off).
+    pub fn for_bytes(bytes: u64) -> Option<Self> {
+        if bytes == 0 {
+            return None;
+        }
+        let entries = |b: u64| u32::try_from((b / 8).max(1)).unwrap_or(u32::MAX);
+        Some(Self {
+            rows: entries(bytes / 16 * 15),
+            pages: entries(bytes / 16),
+        })
+    }
+
+    /// Bytes of the two arrays.
+    pub fn bytes(&self) -> u64 {
+        8 * (u64::from(self.rows) + u64::from(self.pages))
+    }
 }
 
 impl Loaded {
@@ -50,10 +84,18 @@ impl Loaded {
             task_fsbase,
             reserved: 0,
         };
-        let mut ebpf = EbpfLoader::new()
+        let capacity = UnwindCapacity::for_bytes(sampling.unwind_table_memory);
+        let mut loader = EbpfLoader::new();
+        loader
             .btf(Some(&btf))
             .override_global(names::CONFIG, &config, true)
-            .map_max_entries(names::RING_BUFFER, sampling.ring_buffer_size)
+            .map_max_entries(names::RING_BUFFER, sampling.ring_buffer_size);
+        if let Some(c) = capacity {
+            loader
+                .map_max_entries(names::UNWIND_ROWS, c.rows)
+                .map_max_entries(names::UNWIND_PAGES, c.pages);
+        }
+        let mut ebpf = loader
             .load(OBJECT)
             .map_err(|e| anyhow!("cannot load the BPF object: {e}"))?;
 
@@ -61,6 +103,16 @@ impl Loaded {
         BpfMaps::fill_pid_filter(&mut ebpf, &sampling.pids)?;
 
         load_stages(&mut ebpf)?;
+        let unwind = match capacity {
+            Some(c) => match load_unwind_stage(&mut ebpf) {
+                Ok(()) => Some(c),
+                Err(e) => {
+                    warn!("table-driven unwinding unavailable, frame pointers only: {e:#}");
+                    None
+                }
+            },
+            None => None,
+        };
         debug!("BPF stages loaded at {:?}", t.elapsed());
         let process_events = match attach_process_events(&mut ebpf, &btf) {
             Ok(()) => true,
@@ -76,6 +128,7 @@ impl Loaded {
             cpus: Vec::new(),
             process_events,
             frequency: sampling.frequency,
+            unwind,
         })
     }
 
@@ -137,19 +190,35 @@ fn attach_sampler(ebpf: &mut Ebpf, frequency: u64) -> Result<Vec<u32>> {
 
 /// Loads the tail-called stages and puts them in the `PROGS` array.
 fn load_stages(ebpf: &mut Ebpf) -> Result<()> {
+    load_stage(ebpf, names::PROG_GO, prog_slot::GO)
+}
+
+/// Loads the unwind stage (which needs `bpf_task_pt_regs`, Linux 5.15+).
+fn load_unwind_stage(ebpf: &mut Ebpf) -> Result<()> {
+    load_stage(ebpf, names::PROG_UNWIND, prog_slot::UNWIND)
+}
+
+fn load_stage(ebpf: &mut Ebpf, name: &str, slot: u32) -> Result<()> {
     let fd = {
         let prog: &mut PerfEvent = ebpf
-            .program_mut(names::PROG_GO)
-            .ok_or_else(|| anyhow!("BPF object has no program {}", names::PROG_GO))?
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("BPF object has no program {name}"))?
             .try_into()
-            .map_err(|e| program_error(names::PROG_GO, e))?;
-        prog.load().map_err(|e| program_error(names::PROG_GO, e))?;
+            .map_err(|e| program_error(name, e))?;
+        prog.load().map_err(|e| program_error(name, e))?;
+        if let Ok(info) = prog.info() {
+            debug!(
+                "BPF stage {name}: {} instructions, {} processed by the verifier",
+                info.size_translated().unwrap_or(0) / 8,
+                info.verified_instruction_count().unwrap_or(0)
+            );
+        }
         prog.fd()
-            .map_err(|e| program_error(names::PROG_GO, e))?
+            .map_err(|e| program_error(name, e))?
             .try_clone()
             .context("cannot duplicate a program fd")?
     };
-    BpfMaps::set_stage(ebpf, prog_slot::GO, &fd)
+    BpfMaps::set_stage(ebpf, slot, &fd)
 }
 
 fn attach_process_events(ebpf: &mut Ebpf, btf: &Btf) -> Result<()> {

@@ -1,5 +1,5 @@
 //! Typed access to the BPF maps: the only code that knows their names and
-//! value types.
+//! value types (the unwind maps' are in `unwind_maps`).
 
 use anyhow::{Result, anyhow};
 use aya::{
@@ -10,7 +10,11 @@ use aya::{
 use profiler_common::{Counter, ProcInfo, golang::GoOffsets, names, proc_flags};
 use tracing::{debug, warn};
 
-use crate::process::{ProcessHooks, ProcessMeta};
+use super::unwind_maps::{OutcomeMap, UnwindMaps};
+use crate::{
+    process::{ProcessHooks, ProcessMeta, maps::AddressSpace},
+    unwind::{manager, service::UnwindHandle},
+};
 
 /// Borrowed view of a loaded object's maps.
 pub struct BpfMaps<'a> {
@@ -56,15 +60,23 @@ impl CounterMap {
 }
 
 /// The per-process BPF state (`PROCS`) and the Go offsets it points into
-/// (`GO_OFFSETS`), kept in step with the process tracker.
+/// (`GO_OFFSETS`), kept in step with the process tracker; and, when table
+/// unwinding is on, each process's mappings sent to the unwind thread
+/// (which owns the `UNWIND_*` maps).
 pub struct ProcTable {
     procs: HashMap<MapData, u32, ProcInfo>,
     offsets: Array<MapData, GoOffsets>,
     /// Offsets already in `GO_OFFSETS`, by index.
     known: Vec<GoOffsets>,
+    unwind: Option<UnwindHandle>,
 }
 
 impl ProcTable {
+    /// Sends each process's mappings to the unwind thread from now on.
+    pub fn set_unwinder(&mut self, unwind: UnwindHandle) {
+        self.unwind = Some(unwind);
+    }
+
     /// The index of `o` in `GO_OFFSETS`, adding it if new.
     fn offsets_index(&mut self, o: &GoOffsets) -> Option<u32> {
         if let Some(i) = self.known.iter().position(|k| k == o) {
@@ -106,8 +118,19 @@ impl ProcessHooks for ProcTable {
         }
     }
 
+    fn mappings(&mut self, meta: &ProcessMeta, space: &AddressSpace) {
+        if let Some(u) = &self.unwind
+            && !space.is_empty()
+        {
+            u.set_process(meta.pid, manager::specs(space));
+        }
+    }
+
     fn ended(&mut self, pid: u32) {
         let _ = self.procs.remove(&pid);
+        if let Some(u) = &self.unwind {
+            u.remove_process(pid);
+        }
     }
 }
 
@@ -127,7 +150,19 @@ impl<'a> BpfMaps<'a> {
             procs,
             offsets,
             known: Vec::new(),
+            unwind: None,
         })
+    }
+
+    /// Takes the unwind tables and mapping lists (once), for the unwind
+    /// thread.
+    pub fn take_unwind_maps(&mut self) -> Result<UnwindMaps> {
+        UnwindMaps::take(self.ebpf)
+    }
+
+    /// Takes the unwind outcome counters (once).
+    pub fn take_unwind_outcomes(&mut self) -> Result<OutcomeMap> {
+        OutcomeMap::take(self.ebpf)
     }
 
     pub(crate) fn new(ebpf: &'a mut Ebpf) -> Self {

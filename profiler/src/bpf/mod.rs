@@ -5,5 +5,6 @@ pub mod btf;
 pub mod load;
 pub mod maps;
 pub mod preflight;
+pub mod unwind_maps;
 
 pub use load::Loaded;

@@ -37,6 +37,8 @@ pub struct Sampling {
     pub btf: PathBuf,
     /// Ring buffer bytes (power of two).
     pub ring_buffer_size: u32,
+    /// Bytes of BPF arrays for unwind tables; 0: frame pointers only.
+    pub unwind_table_memory: u64,
 }
 
 impl Sampling {
@@ -149,12 +151,41 @@ fn sampling(args: SamplingArgs, frequency: u64) -> Result<Sampling> {
         }
         None => default_ring_buffer_size(frequency, online_cpus()),
     };
+    let unwind_table_memory = parse_bytes(&args.unwind_table_memory).with_context(|| {
+        format!(
+            "--unwind-table-memory: not a byte count: {:?}",
+            args.unwind_table_memory
+        )
+    })?;
+    ensure!(
+        unwind_table_memory == 0
+            || (1 << 20..=MAX_UNWIND_TABLE_MEMORY).contains(&unwind_table_memory),
+        "--unwind-table-memory must be 0 (off) or between 1M and 16G (got {unwind_table_memory})"
+    );
     Ok(Sampling {
         pids,
         frequency,
         btf: args.btf.unwrap_or_else(|| PathBuf::from(DEFAULT_BTF)),
         ring_buffer_size,
+        unwind_table_memory,
     })
+}
+
+/// The largest unwind-table budget: 2^31 rows of 8 bytes.
+const MAX_UNWIND_TABLE_MEMORY: u64 = 16 << 30;
+
+/// A byte count: digits with an optional K, M or G suffix (powers of 1024).
+fn parse_bytes(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (digits, shift) = match s.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&s[..i], 10),
+        Some((i, 'm' | 'M')) => (&s[..i], 20),
+        Some((i, 'g' | 'G')) => (&s[..i], 30),
+        _ => (s, 0),
+    };
+    let n: u64 = digits.parse()?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| anyhow::anyhow!("too large"))
 }
 
 fn read_max_sample_rate() -> Option<u64> {
@@ -248,6 +279,28 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.sampling.pids, [3, 5]);
+    }
+
+    #[test]
+    fn unwind_table_memory_takes_suffixes_and_bounds() {
+        let mem = |v: &str| {
+            parse(&["profiler", "record", "-o", "x", "--unwind-table-memory", v])
+                .map(|s| s.sampling.unwind_table_memory)
+        };
+        assert_eq!(
+            parse(&["profiler", "record", "-o", "x"])
+                .unwrap()
+                .sampling
+                .unwind_table_memory,
+            64 << 20
+        );
+        assert_eq!(mem("0").unwrap(), 0);
+        assert_eq!(mem("8M").unwrap(), 8 << 20);
+        assert_eq!(mem("2g").unwrap(), 2 << 30);
+        assert_eq!(mem("1048576").unwrap(), 1 << 20);
+        for bad in ["", "M", "12Q", "-1", "100K", "17G", "99999999999999999999G"] {
+            assert!(mem(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -29,13 +29,57 @@ pub enum FrameKey {
     Jit { process: ProcId, addr: u64 },
     /// A user address in no readable mapping.
     Unmapped(u64),
+    /// Not an address: where the user stack's walk stopped short of its
+    /// start, as the outermost frame, so no profile shows it as complete.
+    Mark(StackMark),
+}
+
+/// Why a user stack is incomplete (a [`FrameKey::Mark`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StackMark {
+    /// The walk stopped at the frame limit.
+    Truncated,
+    /// A pc with no unwind information (no table or row, and frame
+    /// pointers failed), or in no known mapping.
+    NoTable,
+    /// Reading the stack failed.
+    BadRead,
+    /// A rule the unwinder cannot apply.
+    Unsupported,
+    /// The stack pointer did not move up: the registers or stack are bad.
+    NoProgress,
+    /// An inconsistent table.
+    BadTable,
+    /// Walked by the kernel's frame-pointer walk although table unwinding
+    /// is on (the process's first samples, before its mapping list is in):
+    /// wrong wherever code has no frame pointers, and nothing says where.
+    FramePointers,
+}
+
+impl StackMark {
+    /// The function name the mark is shown as.
+    pub const fn name(self) -> &'static str {
+        match self {
+            StackMark::Truncated => "[truncated]",
+            StackMark::NoTable => "[unwind: no_table]",
+            StackMark::BadRead => "[unwind: bad_read]",
+            StackMark::Unsupported => "[unwind: unsupported]",
+            StackMark::NoProgress => "[unwind: no_progress]",
+            StackMark::BadTable => "[unwind: bad_table]",
+            StackMark::FramePointers => "[unwind: frame_pointers]",
+        }
+    }
 }
 
 /// Told about process instances as they start and end, so per-process
-/// state kept elsewhere (the BPF `PROCS` map) follows the tracker.
+/// state kept elsewhere (the BPF `PROCS` map, the unwind tables) follows
+/// the tracker.
 pub trait ProcessHooks: Send {
     /// A process instance was read from /proc.
     fn started(&mut self, meta: &ProcessMeta);
+    /// A process instance's executable mappings, after `started` and again
+    /// whenever they are re-read (dlopen, new JIT code).
+    fn mappings(&mut self, _meta: &ProcessMeta, _space: &maps::AddressSpace) {}
     /// A pid's instance ended (exec, exit, or gone).
     fn ended(&mut self, pid: u32);
 }

@@ -297,6 +297,7 @@ impl ProcessTracker {
             let state = self.new_state(pid, comm);
             if let Some(h) = &mut self.hooks {
                 h.started(&state.meta);
+                h.mappings(&state.meta, &state.space);
             }
             self.procs.insert(pid, state);
         } else if let Some(p) = self.procs.get_mut(&pid) {
@@ -337,6 +338,9 @@ impl ProcessTracker {
                 {
                     let space = self.build_space(pid, &maps.0);
                     let state = self.procs.get_mut(&pid).expect("ensured above");
+                    if let Some(h) = &mut self.hooks {
+                        h.mappings(&state.meta, &space);
+                    }
                     state.space = space;
                     state.last_refresh = Instant::now();
                     out.truncate(start);

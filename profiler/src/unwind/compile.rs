@@ -475,7 +475,8 @@ fn classify_signal<'d>(
         .then_some(Rule::SIGNAL)
 }
 
-/// The known CFA expressions: the PLT entry form and the DRAP dereference.
+/// The known CFA expressions: the PLT entry form, the DRAP dereference and
+/// the saved entry stack pointer.
 fn cfa_expression(ops: &[Operation<Slice<'_>>]) -> Option<Cfa> {
     match ops {
         // DW_OP_breg7 (rsp): N; DW_OP_breg16 (rip): 0; DW_OP_lit15; DW_OP_and;
@@ -511,6 +512,16 @@ fn cfa_expression(ops: &[Operation<Slice<'_>>]) -> Option<Cfa> {
             },
             Operation::Deref { size: 8, .. },
         ] => Some(Cfa::FpDeref(i32::try_from(*offset).ok()?)),
+        // DW_OP_breg7 (rsp): N; DW_OP_deref; DW_OP_plus_uconst: 8
+        [
+            Operation::RegisterOffset {
+                register: X86_64::RSP,
+                offset,
+                ..
+            },
+            Operation::Deref { size: 8, .. },
+            Operation::PlusConstant { value: 8 },
+        ] => Some(Cfa::SpDeref(i32::try_from(*offset).ok()?)),
         _ => None,
     }
 }

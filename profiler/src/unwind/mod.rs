@@ -7,21 +7,27 @@
 //! stack on the host with exactly the lookup and step code BPF runs, which is
 //! how the tables are tested against an independent unwinder (gdb).
 //!
-//! The BPF side is not wired yet: samples are still walked by frame pointers.
-//! What it will do per user frame, with the arrays of a [`TableSet`] in BPF
-//! array maps (rows, pages, table infos) and a per-process map from
-//! executable mapping to (table index, bias):
+//! In the daemon, `manager` keeps the BPF maps' tables in step with the
+//! profiled processes (one table per file, shared, reference-counted; one
+//! mapping list per process) on the thread `service` runs, fed by the
+//! process tracker's hooks. The BPF unwind stage then walks each user frame
+//! with `profiler_common::unwind::next_frame`:
 //!
-//! 1. find the mapping of `frame.lookup_pc()` and its table, compute the
-//!    object-relative pc `lookup_pc - bias - table base`;
+//! 1. find the mapping of `frame.lookup_pc()` in the process's list (a
+//!    bounded binary search), its table, and the object-relative pc
+//!    `lookup_pc - rel_base`;
 //! 2. `find_rule`: one page lookup, at most 9 row lookups (pages are sized
 //!    for at most 256 rows);
 //! 3. `step`: at most 3 `bpf_probe_read_user` (2 for ordinary frames); on
-//!    `NoRow` (no table, or a gap) apply `Rule::FRAME_POINTER` instead;
-//! 4. count the `Outcome` and stop on anything but `Continue`.
+//!    no row (a gap, a frame-pointer mapping) apply `Rule::FRAME_POINTER`;
+//! 4. record the pc and stop on anything but `Continue`, with the outcome
+//!    in the sample header.
 
+pub mod alloc;
 pub mod compile;
+pub mod manager;
 pub mod replay;
+pub mod service;
 
 #[cfg(test)]
 mod differential;

@@ -29,7 +29,6 @@ pub fn loadavg() -> [f64; 3] {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuTicks {
     pub busy: u64,
-    pub idle: u64,
 }
 
 impl CpuTicks {
@@ -47,18 +46,6 @@ impl CpuTicks {
         // user nice system idle iowait irq softirq steal (guest is in user).
         Self {
             busy: get(0) + get(1) + get(2) + get(5) + get(6) + get(7),
-            idle: get(3) + get(4),
-        }
-    }
-
-    /// Fraction of CPU time that was not idle since `earlier`.
-    pub fn busy_fraction_since(&self, earlier: &CpuTicks) -> f64 {
-        let busy = self.busy.saturating_sub(earlier.busy) as f64;
-        let idle = self.idle.saturating_sub(earlier.idle) as f64;
-        if busy + idle == 0.0 {
-            0.0
-        } else {
-            busy / (busy + idle)
         }
     }
 }

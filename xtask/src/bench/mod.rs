@@ -73,6 +73,10 @@ pub struct Options {
     /// ahead and is marked).
     #[arg(long, default_value_t = 600.0)]
     idle_wait: f64,
+    /// Times a run or baseline whose window was contended (other processes
+    /// busy, another BPF sampler) is redone; the cleanest attempt is kept.
+    #[arg(long, default_value_t = 2)]
+    retries: u32,
 }
 
 /// Runs the benchmark.
@@ -129,6 +133,7 @@ pub fn run(opts: &Options) -> Result<()> {
         idle_wait_s: opts.idle_wait,
         contended_pct: 10.0,
         cpus: host::cpus(),
+        retries: opts.retries,
     };
 
     let mut cg = Cgroups::create()?;
@@ -146,6 +151,7 @@ pub fn run(opts: &Options) -> Result<()> {
         micro: None,
         micro_foreign_pct: None,
         complete: false,
+        contended_pct: settings.contended_pct,
     };
     let outcome = measure(
         &mut results,
@@ -198,18 +204,22 @@ fn measure(
                     w.name(),
                     tool.name()
                 );
-                let o = run::run(
-                    tool,
-                    w,
-                    rate,
-                    env,
-                    bins,
-                    cg,
-                    s,
-                    &run::run_dir(dir, rate, w, tool),
-                )?;
-                eprintln!("bench:   {}", one_line(&o));
-                results.outcomes.push(o);
+                let run_dir = run::run_dir(dir, rate, w, tool);
+                let mut kept: Option<run::Outcome> = None;
+                for attempt in 1..=1 + s.retries {
+                    let mut o = run::run(tool, w, rate, env, bins, cg, s, &run_dir)?;
+                    o.attempts = attempt;
+                    eprintln!("bench:   {}", one_line(&o));
+                    let clean = o.invalid.is_empty() || o.status != Status::Ok;
+                    if kept.as_ref().is_none_or(|k| o.foreign_pct < k.foreign_pct) {
+                        kept = Some(o);
+                    }
+                    if clean {
+                        break;
+                    }
+                    eprintln!("bench:   contended; again");
+                }
+                results.outcomes.extend(kept);
                 write(results, &base, dir)?;
             }
             baseline(results, w, bins, cg, s, dir)?;
@@ -237,12 +247,23 @@ fn baseline(
     dir: &Path,
 ) -> Result<()> {
     eprintln!("bench: baseline of {} ({} s)", w.name(), s.baseline_seconds);
-    let b = run::baseline(w, bins, cg, s, dir)?;
-    eprintln!(
-        "bench:   {:.0} units/s, foreign CPU {:.1}%",
-        b.throughput, b.foreign_pct
-    );
-    results.baselines.push(b);
+    let mut kept: Option<run::Baseline> = None;
+    for attempt in 1..=1 + s.retries {
+        let mut b = run::baseline(w, bins, cg, s, dir)?;
+        b.attempts = attempt;
+        eprintln!(
+            "bench:   {:.0} units/s, foreign CPU {:.1}%",
+            b.throughput, b.foreign_pct
+        );
+        let clean = b.foreign_pct <= s.contended_pct;
+        if kept.as_ref().is_none_or(|k| b.foreign_pct < k.foreign_pct) {
+            kept = Some(b);
+        }
+        if clean {
+            break;
+        }
+    }
+    results.baselines.extend(kept);
     Ok(())
 }
 

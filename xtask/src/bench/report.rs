@@ -26,6 +26,8 @@ pub struct Results {
     pub micro: Option<Result<Vec<Estimate>, String>>,
     pub micro_foreign_pct: Option<f64>,
     pub complete: bool,
+    /// Foreign CPU (% of one CPU) above which a window counts as contended.
+    pub contended_pct: f64,
 }
 
 /// Derived per-run figures.
@@ -58,13 +60,20 @@ fn stdev(v: &[f64]) -> f64 {
 }
 
 impl Results {
-    fn baseline_mean(&self, w: Workload) -> Option<f64> {
-        let v: Vec<f64> = self
-            .baselines
+    /// The baselines of `w` the slowdowns are computed against: the
+    /// uncontended ones, or all when none is.
+    fn baselines_of(&self, w: Workload) -> Vec<&Baseline> {
+        let all: Vec<&Baseline> = self.baselines.iter().filter(|b| b.workload == w).collect();
+        let clean: Vec<&Baseline> = all
             .iter()
-            .filter(|b| b.workload == w)
-            .map(|b| b.throughput)
+            .copied()
+            .filter(|b| b.foreign_pct <= self.contended_pct)
             .collect();
+        if clean.is_empty() { all } else { clean }
+    }
+
+    fn baseline_mean(&self, w: Workload) -> Option<f64> {
+        let v: Vec<f64> = self.baselines_of(w).iter().map(|b| b.throughput).collect();
         (!v.is_empty()).then(|| mean(&v))
     }
 
@@ -139,9 +148,16 @@ impl Results {
             return;
         }
         s.push_str("\n## Baselines: each workload alone\n\n");
-        s.push_str("| workload | unit | windows | mean (units/s) | min – max | stdev | foreign CPU (max) |\n| --- | --- | --- | --- | --- | --- | --- |\n");
+        let _ = write!(
+            s,
+            "Slowdowns below are against the mean of the windows where other processes used at most \
+             {}% of a CPU (all windows if none did).\n\n",
+            self.contended_pct
+        );
+        s.push_str("| workload | unit | windows used / taken | mean (units/s) | min – max | stdev | foreign CPU (max) |\n| --- | --- | --- | --- | --- | --- | --- |\n");
         for &w in &self.workloads {
-            let b: Vec<&Baseline> = self.baselines.iter().filter(|b| b.workload == w).collect();
+            let taken = self.baselines.iter().filter(|b| b.workload == w).count();
+            let b = self.baselines_of(w);
             if b.is_empty() {
                 continue;
             }
@@ -153,7 +169,7 @@ impl Results {
             let foreign = b.iter().map(|b| b.foreign_pct).fold(0.0, f64::max);
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} – {} ({:+.2}% / {:+.2}%) | {:.2}% | {:.1}% of a CPU |",
+                "| {} | {} | {} / {taken} | {} | {} – {} ({:+.2}% / {:+.2}%) | {:.2}% | {:.1}% of a CPU |",
                 w.name(),
                 w.unit(),
                 v.len(),
@@ -251,6 +267,12 @@ impl Results {
             );
             let mut n = Vec::new();
             n.extend(o.invalid.iter().map(|i| format!("⚠ {i}")));
+            if o.attempts > 1 {
+                n.push(format!(
+                    "attempt {} (earlier ones were contended)",
+                    o.attempts
+                ));
+            }
             if let Some(t) = o.first_output_s {
                 n.push(format!("first output with samples after {t:.1} s"));
             }
@@ -521,6 +543,7 @@ impl Results {
                                 ("workload", b.workload.name().into()),
                                 ("throughput_per_s", b.throughput.into()),
                                 ("foreign_cpu_pct", b.foreign_pct.into()),
+                                ("attempts", b.attempts.into()),
                                 ("idle_before_pct", b.idle.foreign_pct.into()),
                                 ("loadavg_1m", b.load[0].into()),
                             ])
@@ -615,6 +638,7 @@ impl Results {
             ("shutdown_s", o.shutdown_s.into()),
             ("stop", o.stop_note.as_str().into()),
             ("notes", o.notes.clone().into()),
+            ("attempts", o.attempts.into()),
             ("invalid", o.invalid.clone().into()),
         ])
     }

@@ -31,7 +31,7 @@ use anyhow::{Context, Result, bail};
 use super::{
     bpf,
     cgroup::Cgroups,
-    host::{self, CpuTicks, IdleCheck},
+    host::{self, IdleCheck},
     pprof, procs, sink, sys,
     tools::{self, Env, Tool},
     workload::{self, Binaries, Workload},
@@ -48,6 +48,8 @@ pub struct Settings {
     /// Foreign CPU (% of one CPU) in a window above which it is marked contended.
     pub contended_pct: f64,
     pub cpus: u32,
+    /// Attempts beyond the first for a contended window.
+    pub retries: u32,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -92,7 +94,8 @@ pub struct Outcome {
     pub delivered: Option<f64>,
     /// cpus × rate × window.
     pub expected: f64,
-    /// Non-idle share of the machine's CPU time in the window.
+    /// Non-idle share of the machine's CPU time in the window (CPU time of
+    /// every task, from the root cgroup, over CPUs × window).
     pub busy_fraction: f64,
     pub lost: Option<u64>,
     pub lost_detail: String,
@@ -106,6 +109,8 @@ pub struct Outcome {
     pub notes: Vec<String>,
     /// Reasons the window's figures are not trustworthy.
     pub invalid: Vec<String>,
+    /// Attempts it took to get an uncontended window.
+    pub attempts: u32,
 }
 
 impl Outcome {
@@ -146,11 +151,12 @@ impl Outcome {
             stop_note: String::new(),
             notes: Vec::new(),
             invalid: Vec::new(),
+            attempts: 1,
         }
     }
 
-    /// Samples the tool should have delivered: the non-idle share for
-    /// tools that drop the idle task's samples.
+    /// Samples the tool should have delivered: for tools that drop the idle
+    /// task's samples, rate × the CPU time every task used in the window.
     pub fn expected_for_tool(&self) -> f64 {
         if self.tool.drops_idle() {
             self.expected * self.busy_fraction
@@ -167,6 +173,8 @@ pub struct Baseline {
     pub throughput: f64,
     pub foreign_pct: f64,
     pub idle: IdleCheck,
+    /// Attempts it took to get an uncontended window.
+    pub attempts: u32,
     pub load: [f64; 3],
 }
 
@@ -232,6 +240,7 @@ pub fn baseline(
         throughput: units as f64 / secs,
         foreign_pct: f1.saturating_sub(f0) as f64 / 1e9 / secs * 100.0,
         idle,
+        attempts: 1,
         load,
     })
 }
@@ -244,7 +253,7 @@ struct Edge {
     sink_cpu: u64,
     units: Option<u64>,
     foreign: u64,
-    ticks: CpuTicks,
+    machine: u64,
     procs: std::collections::HashMap<u32, (String, u64)>,
     /// (run totals, time of the bpftool snapshot).
     bpf: Option<(bpf::RunTotals, u64)>,
@@ -269,7 +278,7 @@ fn edge(
         sink_cpu: cg.sink.usage_ns(),
         units: running.units(),
         foreign: cg.foreign_ns(),
-        ticks: CpuTicks::read(),
+        machine: cg.machine_ns(),
         procs: host::process_ticks(),
         bpf: None,
         count_map: None,
@@ -546,7 +555,7 @@ pub fn run(
     out.window_s = window_s;
     out.expected = f64::from(s.cpus) * f64::from(rate) * window_s;
     out.user_cpu_ns = e1.tool_cpu - e0.tool_cpu;
-    out.busy_fraction = e1.ticks.busy_fraction_since(&e0.ticks);
+    out.busy_fraction = (e1.machine - e0.machine) as f64 / 1e9 / (window_s * f64::from(s.cpus));
     out.foreign_pct = e1.foreign.saturating_sub(e0.foreign) as f64 / 1e9 / window_s * 100.0;
     out.foreign_top = host::busiest_between(&e0.procs, &e1.procs, &cg.all_pids(), window_s, 2.0);
     out.throughput = match (e0.units, e1.units) {

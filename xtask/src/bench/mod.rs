@@ -116,9 +116,6 @@ pub fn run(opts: &Options) -> Result<()> {
     } else {
         Err("not needed".into())
     };
-    if micro_sel {
-        micro::build()?;
-    }
     let env = tools::Env {
         ours,
         otel: opts.peer_otel.clone(),
@@ -227,6 +224,10 @@ fn measure(
     }
     if micro_sel {
         eprintln!("bench: criterion micro-benchmarks");
+        // Built only now: `cargo bench` rebuilds target/release/profiler with
+        // the dev-dependencies' features, and the runs above measure the
+        // binary `cargo build --release -p profiler` made.
+        micro::build()?;
         host::wait_until_idle(cg, s.idle_threshold_pct, s.idle_wait_s);
         let f0 = cg.foreign_ns();
         let t0 = sys::mono_ns();

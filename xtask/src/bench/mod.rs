@@ -82,6 +82,7 @@ pub struct Options {
 /// Runs the benchmark.
 pub fn run(opts: &Options) -> Result<()> {
     check_root()?;
+    reexec_stripped()?;
     let mut tools_sel = Vec::new();
     let mut micro_sel = opts.only.is_empty();
     for name in &opts.only {
@@ -297,6 +298,32 @@ fn write(results: &Results, base: &Path, dir: &Path) -> Result<()> {
         std::fs::write(d.join("results.json"), &js)?;
     }
     Ok(())
+}
+
+/// The harness is a debug build with full DWARF. Every profiler samples it
+/// now and then, and a profiler that symbolizes on the host would then parse
+/// ~100 MB of debug information that has nothing to do with the workload.
+/// So it re-executes itself from a copy without debug information.
+fn reexec_stripped() -> Result<()> {
+    const MARK: &str = "PROFILER_BENCH_STRIPPED";
+    if std::env::var_os(MARK).is_some() {
+        return Ok(());
+    }
+    let exe = std::env::current_exe()?;
+    let copy = root().join("target/bench/bin/xtask-bench");
+    std::fs::create_dir_all(copy.parent().expect("a directory"))?;
+    cmd::status(
+        std::process::Command::new("objcopy")
+            .arg("--strip-debug")
+            .arg(&exe)
+            .arg(&copy),
+    )?;
+    use std::os::unix::process::CommandExt;
+    let err = std::process::Command::new(&copy)
+        .args(std::env::args_os().skip(1))
+        .env(MARK, "1")
+        .exec();
+    Err(err).context("cannot re-execute the stripped harness")
 }
 
 fn check_root() -> Result<()> {

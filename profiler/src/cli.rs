@@ -93,6 +93,11 @@ pub struct SamplingArgs {
     /// G. 0 walks every stack by frame pointers only.
     #[arg(long, value_name = "BYTES", default_value = "64M")]
     pub unwind_table_memory: String,
+
+    /// Do not read goroutine state and pprof labels of Go processes (their
+    /// stacks are still sampled and symbolized).
+    #[arg(long)]
+    pub no_go_state: bool,
 }
 
 #[derive(Debug, Args)]

@@ -250,6 +250,7 @@ async fn session(settings: Settings) -> Result<()> {
     let mut loaded = Loaded::load(&settings.sampling)?;
     let counters = loaded.maps().take_counters()?;
     let mut procs = loaded.maps().take_proc_table()?;
+    procs.set_go_state(settings.sampling.go_state);
     let unwind_outcomes = start_unwinding(&mut loaded, &mut procs, &metrics)?;
     let ring = loaded.maps().take_ring_buffer()?;
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd

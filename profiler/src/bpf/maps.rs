@@ -69,12 +69,19 @@ pub struct ProcTable {
     /// Offsets already in `GO_OFFSETS`, by index.
     known: Vec<GoOffsets>,
     unwind: Option<UnwindHandle>,
+    /// Whether Go processes get goroutine state (`--no-go-state` clears it).
+    go_state: bool,
 }
 
 impl ProcTable {
     /// Sends each process's mappings to the unwind thread from now on.
     pub fn set_unwinder(&mut self, unwind: UnwindHandle) {
         self.unwind = Some(unwind);
+    }
+
+    /// Enables or disables goroutine state for processes seen from now on.
+    pub fn set_go_state(&mut self, on: bool) {
+        self.go_state = on;
     }
 
     /// The index of `o` in `GO_OFFSETS`, adding it if new.
@@ -98,7 +105,7 @@ impl ProcTable {
 
 impl ProcessHooks for ProcTable {
     fn started(&mut self, meta: &ProcessMeta) {
-        let Some(go) = &meta.go else {
+        let Some(go) = meta.go.as_ref().filter(|_| self.go_state) else {
             // A pid reused by a process that is not Go.
             let _ = self.procs.remove(&meta.pid);
             return;
@@ -151,6 +158,7 @@ impl<'a> BpfMaps<'a> {
             offsets,
             known: Vec::new(),
             unwind: None,
+            go_state: true,
         })
     }
 

@@ -39,6 +39,8 @@ pub struct Sampling {
     pub ring_buffer_size: u32,
     /// Bytes of BPF arrays for unwind tables; 0: frame pointers only.
     pub unwind_table_memory: u64,
+    /// Read goroutine state and labels of Go processes.
+    pub go_state: bool,
 }
 
 impl Sampling {
@@ -168,6 +170,7 @@ fn sampling(args: SamplingArgs, frequency: u64) -> Result<Sampling> {
         btf: args.btf.unwrap_or_else(|| PathBuf::from(DEFAULT_BTF)),
         ring_buffer_size,
         unwind_table_memory,
+        go_state: !args.no_go_state,
     })
 }
 

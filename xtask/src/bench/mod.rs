@@ -89,7 +89,7 @@ pub fn run(opts: &Options) -> Result<()> {
         match name.as_str() {
             "micro" => micro_sel = true,
             n => tools_sel.push(Tool::from_name(n).with_context(|| {
-                format!("unknown --only entry `{n}` (ours, otel, perf, bpftrace, bcc, micro)")
+                format!("unknown --only entry `{n}` (ours, otel, perf, bpftrace, bcc, ours-fp, ours-nogo, micro)")
             })?),
         }
     }

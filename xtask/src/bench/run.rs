@@ -347,7 +347,7 @@ pub fn run(
     };
     let launch = tools::launch(tool, env, rate, dir, receiver.as_ref().map(|r| r.port))?;
     out.command = launch.shown();
-    if tool == Tool::Ours {
+    if tool.is_ours() {
         std::fs::create_dir_all(&launch.output)?;
     }
     let stdout_path = dir.join("tool.stdout");
@@ -441,7 +441,7 @@ pub fn run(
         }
     }
     let first_file = |out: &mut Outcome| {
-        if tool == Tool::Ours
+        if tool.is_ours()
             && out.first_output_s.is_none()
             && std::fs::read_dir(&launch.output)
                 .map(|d| {
@@ -687,7 +687,7 @@ pub fn run(
     let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
     let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
     match tool {
-        Tool::Ours => {
+        Tool::Ours | Tool::OursFp | Tool::OursNoGo => {
             let (n, files, all) = pprof::samples_in(&launch.output, e0.wall, e1.wall)?;
             out.delivered = Some(n);
             out.notes

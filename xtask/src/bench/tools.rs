@@ -27,6 +27,12 @@ pub const OURS_INTERVAL_S: u32 = 10;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tool {
     Ours,
+    /// Ours with `--unwind-table-memory 0`: every user stack by frame
+    /// pointers (the cost of table unwinding, by difference).
+    OursFp,
+    /// Ours with `--no-go-state` (the cost of reading goroutines, by
+    /// difference).
+    OursNoGo,
     Otel,
     Perf,
     Bpftrace,
@@ -34,6 +40,7 @@ pub enum Tool {
 }
 
 impl Tool {
+    /// The profilers compared by default.
     pub const ALL: [Tool; 5] = [
         Tool::Ours,
         Tool::Otel,
@@ -42,9 +49,28 @@ impl Tool {
         Tool::Bcc,
     ];
 
+    /// Our variants, run when `--only` names them.
+    pub const VARIANTS: [Tool; 2] = [Tool::OursFp, Tool::OursNoGo];
+
+    /// Ours or a variant of ours.
+    pub fn is_ours(self) -> bool {
+        matches!(self, Tool::Ours | Tool::OursFp | Tool::OursNoGo)
+    }
+
+    /// The extra arguments of a variant of ours.
+    fn ours_args(self) -> &'static [&'static str] {
+        match self {
+            Tool::OursFp => &["--unwind-table-memory", "0"],
+            Tool::OursNoGo => &["--no-go-state"],
+            _ => &[],
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Tool::Ours => "ours",
+            Tool::OursFp => "ours-fp",
+            Tool::OursNoGo => "ours-nogo",
             Tool::Otel => "otel",
             Tool::Perf => "perf",
             Tool::Bpftrace => "bpftrace",
@@ -53,13 +79,18 @@ impl Tool {
     }
 
     pub fn from_name(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.name() == s)
+        Self::ALL
+            .into_iter()
+            .chain(Self::VARIANTS)
+            .find(|t| t.name() == s)
     }
 
     /// The name in tables.
     pub fn label(self) -> &'static str {
         match self {
             Tool::Ours => "ours",
+            Tool::OursFp => "ours, frame pointers only",
+            Tool::OursNoGo => "ours, no goroutine state",
             Tool::Otel => "otel-ebpf-profiler",
             Tool::Perf => "perf record",
             Tool::Bpftrace => "bpftrace",
@@ -70,7 +101,7 @@ impl Tool {
     /// Whether the tool drops samples of the idle task (pid 0), so its
     /// expected count is the non-idle share of the window.
     pub fn drops_idle(self) -> bool {
-        matches!(self, Tool::Ours | Tool::Otel | Tool::Bcc)
+        self.is_ours() || matches!(self, Tool::Otel | Tool::Bcc)
     }
 
     /// Whether the tool samples with BPF (else: perf_event ring buffers).
@@ -82,7 +113,7 @@ impl Tool {
     /// stack at exit) before SIGTERM, then SIGKILL.
     pub fn stop_timeout_s(self) -> f64 {
         match self {
-            Tool::Ours | Tool::Otel => 60.0,
+            Tool::Ours | Tool::OursFp | Tool::OursNoGo | Tool::Otel => 60.0,
             Tool::Perf => 120.0,
             Tool::Bpftrace | Tool::Bcc => 300.0,
         }
@@ -135,7 +166,7 @@ fn tracefs_mounted() -> bool {
 /// Why `tool` cannot run here, if it cannot.
 pub fn missing(tool: Tool, env: &Env) -> Option<String> {
     let r = match tool {
-        Tool::Ours => {
+        Tool::Ours | Tool::OursFp | Tool::OursNoGo => {
             if env.ours.is_file() {
                 Ok(())
             } else {
@@ -207,7 +238,7 @@ pub fn launch(
 ) -> Result<Launch> {
     let n = rate.to_string();
     Ok(match tool {
-        Tool::Ours => {
+        Tool::Ours | Tool::OursFp | Tool::OursNoGo => {
             let out = dir.join("profiles");
             Launch {
                 program: env.ours.clone(),
@@ -220,7 +251,10 @@ pub fn launch(
                     "--output-dir".into(),
                     out.to_string_lossy().into_owned(),
                     "-v".into(),
-                ],
+                ]
+                .into_iter()
+                .chain(tool.ours_args().iter().map(|a| a.to_string()))
+                .collect(),
                 env: vec![],
                 output: out,
             }

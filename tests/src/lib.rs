@@ -122,66 +122,56 @@ impl Fixtures {
         workspace().join("tests/fixtures").join(name)
     }
 
+    /// Runs `compiler FLAGS -o DIR/NAME SOURCE` and returns DIR/NAME.
+    fn compile(&self, compiler: &str, flags: &[&str], source: PathBuf, name: &str) -> PathBuf {
+        let out = self.dir.path().join(name);
+        let st = Command::new(compiler)
+            .args(flags)
+            .arg("-o")
+            .arg(&out)
+            .arg(source)
+            .status()
+            .unwrap_or_else(|e| panic!("{compiler} does not run: {e}"));
+        assert!(st.success(), "{compiler} failed for {name}");
+        out
+    }
+
     /// Compiles `tests/fixtures/NAME.c` with frame pointers (leaf ones too).
     pub fn c(&self, name: &str) -> PathBuf {
-        let out = self.dir.path().join(name);
-        let st = Command::new("gcc")
-            .args([
-                "-O2",
-                "-g",
-                "-fno-omit-frame-pointer",
-                "-mno-omit-leaf-frame-pointer",
-                "-o",
-            ])
-            .arg(&out)
-            .arg(Self::source(&format!("{name}.c")))
-            .status()
-            .expect("gcc runs");
-        assert!(st.success(), "gcc failed for {name}");
-        out
+        let flags = [
+            "-O2",
+            "-g",
+            "-fno-omit-frame-pointer",
+            "-mno-omit-leaf-frame-pointer",
+        ];
+        self.compile("gcc", &flags, Self::source(&format!("{name}.c")), name)
     }
 
     /// Compiles `tests/fixtures/NAME.c` (C) or `NAME.cc` (C++) optimized
     /// and without frame pointers, with DWARF.
     pub fn c_no_frame_pointers(&self, name: &str) -> PathBuf {
-        let out = self.dir.path().join(name);
         let (compiler, src) = match Self::source(&format!("{name}.cc")) {
             cc if cc.exists() => ("g++", cc),
             _ => ("gcc", Self::source(&format!("{name}.c"))),
         };
-        let st = Command::new(compiler)
-            .args(["-O2", "-g", "-fomit-frame-pointer", "-o"])
-            .arg(&out)
-            .arg(src)
-            .status()
-            .expect("the C compiler runs");
-        assert!(st.success(), "{compiler} failed for {name}");
-        out
+        self.compile(compiler, &["-O2", "-g", "-fomit-frame-pointer"], src, name)
     }
 
     /// Compiles `tests/fixtures/NAME.rs` as a default `cargo build
     /// --release` does: opt-level 3, no frame pointers, debug info
     /// stripped, the symbol table kept.
     pub fn rust_release(&self, name: &str) -> PathBuf {
-        let out = self.dir.path().join(name);
-        let st = Command::new("rustc")
-            .args([
-                "-C",
-                "opt-level=3",
-                "-C",
-                "force-frame-pointers=no",
-                "-C",
-                "strip=debuginfo",
-                "--edition",
-                "2021",
-                "-o",
-            ])
-            .arg(&out)
-            .arg(Self::source(&format!("{name}.rs")))
-            .status()
-            .expect("rustc runs");
-        assert!(st.success(), "rustc failed for {name}");
-        out
+        let flags = [
+            "-C",
+            "opt-level=3",
+            "-C",
+            "force-frame-pointers=no",
+            "-C",
+            "strip=debuginfo",
+            "--edition",
+            "2021",
+        ];
+        self.compile("rustc", &flags, Self::source(&format!("{name}.rs")), name)
     }
 
     /// Builds the Go fixture package `tests/fixtures/NAME` with `go` and
@@ -211,23 +201,15 @@ impl Fixtures {
     /// Compiles `tests/fixtures/NAME.rs` with optimisations, debug info and
     /// frame pointers.
     pub fn rust(&self, name: &str) -> PathBuf {
-        let out = self.dir.path().join(name);
-        let st = Command::new("rustc")
-            .args([
-                "-O",
-                "-g",
-                "-C",
-                "force-frame-pointers=yes",
-                "--edition",
-                "2021",
-                "-o",
-            ])
-            .arg(&out)
-            .arg(Self::source(&format!("{name}.rs")))
-            .status()
-            .expect("rustc runs");
-        assert!(st.success(), "rustc failed for {name}");
-        out
+        let flags = [
+            "-O",
+            "-g",
+            "-C",
+            "force-frame-pointers=yes",
+            "--edition",
+            "2021",
+        ];
+        self.compile("rustc", &flags, Self::source(&format!("{name}.rs")), name)
     }
 }
 

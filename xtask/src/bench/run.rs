@@ -500,17 +500,7 @@ pub fn run(
     let count_map = match tool.count_map() {
         Some(name) => {
             let maps = bpf::maps()?;
-            let ids: BTreeSet<u32> = fds0
-                .maps
-                .iter()
-                .copied()
-                .chain(
-                    prog_ids
-                        .iter()
-                        .filter_map(|id| all0.get(id))
-                        .flat_map(|p| p.map_ids.clone()),
-                )
-                .collect();
+            let ids = tool_map_ids(&fds0, &prog_ids, &all0);
             let found = ids
                 .iter()
                 .copied()
@@ -586,17 +576,7 @@ pub fn run(
     };
     out.rss_peak_window_kib = hwm;
     let maps = bpf::maps()?;
-    let map_ids: BTreeSet<u32> = fds1
-        .maps
-        .iter()
-        .copied()
-        .chain(
-            prog_ids
-                .iter()
-                .filter_map(|id| all1.get(id))
-                .flat_map(|p| p.map_ids.clone()),
-        )
-        .collect();
+    let map_ids = tool_map_ids(&fds1, &prog_ids, &all1);
     out.maps = map_ids.len();
     out.map_bytes = map_ids
         .iter()
@@ -791,4 +771,22 @@ pub fn run(
 /// Where a run's logs go.
 pub fn run_dir(base: &Path, rate: u32, w: Workload, tool: Tool) -> PathBuf {
     base.join(format!("{rate}hz-{}-{}", w.name(), tool.name()))
+}
+
+/// The BPF maps a tool holds open or its programs use.
+fn tool_map_ids(
+    fds: &procs::Fds,
+    prog_ids: &BTreeSet<u32>,
+    progs: &std::collections::BTreeMap<u32, bpf::Prog>,
+) -> BTreeSet<u32> {
+    fds.maps
+        .iter()
+        .copied()
+        .chain(
+            prog_ids
+                .iter()
+                .filter_map(|id| progs.get(id))
+                .flat_map(|p| p.map_ids.iter().copied()),
+        )
+        .collect()
 }

@@ -437,7 +437,10 @@ mod tests {
                 .find(|s| s.name().is_ok_and(|n| n.contains(needle)))
                 .map(|s| s.address())
         };
-        let bias = own - sym_addr("replay5tests11function_at")?;
+        // The function itself (`…11function_at17h<hash>E`), not a closure
+        // inside it (`…11function_at28_$u7b$$u7b$closure…`), which some
+        // builds list first.
+        let bias = own - sym_addr("replay5tests11function_at17h")?;
         let link = pc.wrapping_sub(bias);
         file.symbols()
             .filter(|s| s.address() <= link && link < s.address() + s.size().max(1))

@@ -20,7 +20,8 @@ use std::{
 
 use gimli::{
     BaseAddresses, CfaRule, CieOrFde, DebugFrame, EhFrame, EhFrameHdr, Encoding, EvaluationResult,
-    Location, Register, RegisterRule, UnwindContext, UnwindSection, UnwindTableRow, Value, X86_64,
+    FrameDescriptionEntry, Location, Register, RegisterRule, UnwindContext, UnwindSection,
+    UnwindTableRow, Value, X86_64,
 };
 use object::{Object, ObjectSection};
 use profiler_common::unwind::{Frame, Memory, Outcome, Regs, find_rule, step};
@@ -413,23 +414,41 @@ fn diff_eh_frame(bytes: &[u8], random: usize) -> (Diff, CompiledTable) {
     let hdr_table = parsed.table().expect(".eh_frame_hdr has a search table");
     let fdes = fde_ranges(&eh, &bases);
     let mut rng = Rng(0x5eed ^ bytes.len() as u64);
+    let pcs = pcs(&fdes, random, &mut rng);
+    let diff = compare(&eh, &bases, &compiled, pcs, &mut rng, |pc| {
+        hdr_table
+            .fde_for_address(&eh, &bases, pc, |s, b, o| s.cie_from_offset(b, o))
+            .unwrap()
+    });
+    (diff, table)
+}
+
+/// Compares `compiled` with gimli's own evaluation of `section`'s rows at
+/// each of `pcs` (registers drawn from `rng`); `fde_for` finds the FDE that
+/// covers a pc.
+fn compare<S: UnwindSection<Slice<'static>>>(
+    section: &S,
+    bases: &BaseAddresses,
+    compiled: &Compiled,
+    pcs: Vec<u64>,
+    rng: &mut Rng,
+    fde_for: impl Fn(u64) -> FrameDescriptionEntry<Slice<'static>>,
+) -> Diff {
     let mut ctx = UnwindContext::new();
     let mut diff = Diff::default();
-    for pc in pcs(&fdes, random, &mut rng) {
-        let regs = regs_for(pc, &mut rng);
-        let fde = hdr_table
-            .fde_for_address(&eh, &bases, pc, |s, b, o| s.cie_from_offset(b, o))
-            .unwrap();
+    for pc in pcs {
+        let regs = regs_for(pc, rng);
+        let fde = fde_for(pc);
         let encoding = fde.cie().encoding();
         let row = fde
-            .unwind_info_for_address(&eh, &bases, &mut ctx, pc)
+            .unwind_info_for_address(section, bases, &mut ctx, pc)
             .unwrap();
-        let want = expect(row, &eh, encoding, &regs);
+        let want = expect(row, section, encoding, &regs);
         diff.record(pc, compiled.step(regs), want, || {
-            describe(row, &eh, encoding)
+            describe(row, section, encoding)
         });
     }
-    (diff, table)
+    diff
 }
 
 /// Compares the `.debug_frame` FDEs of `bytes` that `.eh_frame` does not cover.
@@ -460,23 +479,12 @@ fn diff_debug_frame(bytes: &[u8], random: usize) -> Diff {
         .collect();
     assert!(!fdes.is_empty(), "no .debug_frame-only FDEs");
     let mut rng = Rng(0xdeb0);
-    let mut ctx = UnwindContext::new();
-    let mut diff = Diff::default();
-    for pc in pcs(&fdes, random, &mut rng) {
-        let regs = regs_for(pc, &mut rng);
-        let fde = debug
+    let pcs = pcs(&fdes, random, &mut rng);
+    compare(&debug, &bases, &compiled, pcs, &mut rng, |pc| {
+        debug
             .fde_for_address(&bases, pc, |s, b, o| s.cie_from_offset(b, o))
-            .unwrap();
-        let encoding = fde.cie().encoding();
-        let row = fde
-            .unwind_info_for_address(&debug, &bases, &mut ctx, pc)
-            .unwrap();
-        let want = expect(row, &debug, encoding, &regs);
-        diff.record(pc, compiled.step(regs), want, || {
-            describe(row, &debug, encoding)
-        });
-    }
-    diff
+            .unwrap()
+    })
 }
 
 fn check(name: &str, diff: &Diff, table: Option<&CompiledTable>) {

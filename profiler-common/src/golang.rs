@@ -152,6 +152,19 @@ pub struct GoLabelsRecord {
     pub list: [GoLabel; MAX_GO_LABELS],
 }
 
+impl GoLabelsRecord {
+    /// A record with no labels, to be filled.
+    pub const EMPTY: GoLabelsRecord = GoLabelsRecord {
+        kind: 0,
+        pid: 0,
+        labels: 0,
+        fingerprint: 0,
+        total: 0,
+        count: 0,
+        list: [GoLabel::EMPTY; MAX_GO_LABELS],
+    };
+}
+
 /// Bytes of a labels record holding `count` labels.
 pub const fn labels_record_len(count: usize) -> usize {
     core::mem::size_of::<GoLabelsRecord>()
@@ -669,15 +682,7 @@ mod tests {
         read_state(&mem, 0x1000, &o, &mut ext);
         assert_eq!((ext.labels, ext.flags), (0x5000, 0));
         assert_ne!(ext.labels_fingerprint, 0);
-        let mut rec = GoLabelsRecord {
-            kind: 0,
-            pid: 0,
-            labels: 0,
-            fingerprint: 0,
-            total: 0,
-            count: 0,
-            list: [GoLabel::EMPTY; MAX_GO_LABELS],
-        };
+        let mut rec = GoLabelsRecord::EMPTY;
         let mut bucket = [0u8; MAX_BUCKET_BYTES];
         read_labels(&mem, 0x5000, &o, &mut rec, &mut bucket).unwrap();
         assert_eq!((rec.total, rec.count), (18, 16));
@@ -721,15 +726,7 @@ mod tests {
             }
             mem.put_u64(bucket + 264, if bucket == 0x7000 { 0x8000 } else { 0 });
         }
-        let mut rec = GoLabelsRecord {
-            kind: 0,
-            pid: 0,
-            labels: 0,
-            fingerprint: 0,
-            total: 0,
-            count: 0,
-            list: [GoLabel::EMPTY; MAX_GO_LABELS],
-        };
+        let mut rec = GoLabelsRecord::EMPTY;
         let mut bucket = [0u8; MAX_BUCKET_BYTES];
         read_labels(&mem, 0x5000, &o, &mut rec, &mut bucket).unwrap();
         assert_eq!((rec.total, rec.count), (10, 10));

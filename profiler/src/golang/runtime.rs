@@ -2128,13 +2128,9 @@ NOTE
             return (ext, None);
         }
         let mut rec = Box::new(core::GoLabelsRecord {
-            kind: 0,
-            pid: 0,
             labels: ext.labels,
             fingerprint: ext.labels_fingerprint,
-            total: 0,
-            count: 0,
-            list: [core::GoLabel::EMPTY; core::MAX_GO_LABELS],
+            ..core::GoLabelsRecord::EMPTY
         });
         let mut bucket = [0u8; core::MAX_BUCKET_BYTES];
         core::read_labels(&Proc(mem), ext.labels, &bpf, &mut rec, &mut bucket).unwrap();

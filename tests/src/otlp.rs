@@ -113,10 +113,13 @@ impl Receiver {
     }
 }
 
-/// The JSON lines of a receiver output file.
+/// The JSON lines of a receiver output file. A last line without its
+/// newline is still being written by the receiver and is left for the next
+/// read; every complete line must parse.
 pub fn read_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    complete
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).expect("receiver JSON"))

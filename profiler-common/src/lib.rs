@@ -284,9 +284,9 @@ pub mod names {
     pub const CONFIG: &str = "CONFIG";
     /// The perf-event sampling program.
     pub const PROG_SAMPLE: &str = "sample_cpu";
-    /// The `sched_process_exec` BTF tracepoint program.
+    /// The `sched_process_exec` raw tracepoint program.
     pub const PROG_EXEC: &str = "on_exec";
-    /// The `sched_process_exit` BTF tracepoint program.
+    /// The `sched_process_exit` raw tracepoint program.
     pub const PROG_EXIT: &str = "on_exit";
     /// The Go goroutine-state stage (tail-called).
     pub const PROG_GO: &str = "sample_go";

@@ -11,8 +11,8 @@ mod sample;
 mod unwind;
 
 use aya_ebpf::{
-    macros::{btf_tracepoint, perf_event},
-    programs::{BtfTracePointContext, PerfEventContext},
+    macros::{perf_event, raw_tracepoint},
+    programs::{PerfEventContext, RawTracePointContext},
 };
 use profiler_common::RecordKind;
 
@@ -39,15 +39,15 @@ pub fn sample_unwind(ctx: PerfEventContext) -> u32 {
 }
 
 /// `sched_process_exec`: the process's mappings were replaced.
-#[btf_tracepoint(function = "sched_process_exec")]
-pub fn on_exec(_ctx: BtfTracePointContext) -> i32 {
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn on_exec(_ctx: RawTracePointContext) -> i32 {
     process::emit(RecordKind::Exec);
     0
 }
 
 /// `sched_process_exit`: a thread exited; reported for thread-group leaders.
-#[btf_tracepoint(function = "sched_process_exit")]
-pub fn on_exit(_ctx: BtfTracePointContext) -> i32 {
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn on_exit(_ctx: RawTracePointContext) -> i32 {
     process::emit(RecordKind::Exit);
     0
 }

@@ -1,13 +1,20 @@
 //! Loads the embedded BPF object, configures it (ring buffer and unwind
 //! table sizes), loads the tail-called stages, and attaches the sampler to
-//! a CPU-clock perf event on every online CPU plus the exec/exit BTF
+//! a CPU-clock perf event on every online CPU plus the exec/exit raw
 //! tracepoints. Dropping [`Loaded`] detaches everything.
+//!
+//! The loader gets no kernel BTF: Rust BPF has no CO-RE relocations, and raw
+//! tracepoints attach by name, so the only BTF this daemon reads is the few
+//! struct offsets of [`super::btf`]. aya's `EbpfLoader::new()` parses the
+//! whole kernel BTF (~16 MiB of heap here) and `btf(None)` frees it at once;
+//! a `tp_btf` attachment would need a second full parse, which was the
+//! daemon's start-up memory peak.
 
 use anyhow::{Context, Result, anyhow};
 use aya::{
-    Btf, Ebpf, EbpfLoader, Endianness,
+    Ebpf, EbpfLoader,
     programs::{
-        BtfTracePoint, PerfEvent, ProgramError,
+        PerfEvent, ProgramError, RawTracePoint,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
 };
@@ -66,9 +73,6 @@ impl Loaded {
     /// Loads, configures and attaches everything for `sampling`.
     pub fn load(sampling: &Sampling) -> Result<Self> {
         let t = std::time::Instant::now();
-        let btf = Btf::parse_file(&sampling.btf, Endianness::default())
-            .with_context(|| format!("cannot parse kernel BTF {}", sampling.btf.display()))?;
-        debug!("kernel BTF parsed in {:?}", t.elapsed());
         let task_fsbase = match super::btf::task_fsbase(&sampling.btf) {
             Ok(off) => off.unwrap_or(0),
             Err(e) => {
@@ -87,7 +91,7 @@ impl Loaded {
         let capacity = UnwindCapacity::for_bytes(sampling.unwind_table_memory);
         let mut loader = EbpfLoader::new();
         loader
-            .btf(Some(&btf))
+            .btf(None)
             .override_global(names::CONFIG, &config, true)
             .map_max_entries(names::RING_BUFFER, sampling.ring_buffer_size);
         if let Some(c) = capacity {
@@ -114,7 +118,7 @@ impl Loaded {
             None => None,
         };
         debug!("BPF stages loaded at {:?}", t.elapsed());
-        let process_events = match attach_process_events(&mut ebpf, &btf) {
+        let process_events = match attach_process_events(&mut ebpf) {
             Ok(()) => true,
             Err(e) => {
                 warn!(
@@ -221,19 +225,19 @@ fn load_stage(ebpf: &mut Ebpf, name: &str, slot: u32) -> Result<()> {
     BpfMaps::set_stage(ebpf, slot, &fd)
 }
 
-fn attach_process_events(ebpf: &mut Ebpf, btf: &Btf) -> Result<()> {
+fn attach_process_events(ebpf: &mut Ebpf) -> Result<()> {
     for (name, tracepoint) in [
         (names::PROG_EXEC, "sched_process_exec"),
         (names::PROG_EXIT, "sched_process_exit"),
     ] {
-        let prog: &mut BtfTracePoint = ebpf
+        let prog: &mut RawTracePoint = ebpf
             .program_mut(name)
             .ok_or_else(|| anyhow!("BPF object has no program {name}"))?
             .try_into()
             .map_err(|e| program_error(name, e))?;
-        prog.load(tracepoint, btf)
+        prog.load().map_err(|e| program_error(name, e))?;
+        prog.attach(tracepoint)
             .map_err(|e| program_error(name, e))?;
-        prog.attach().map_err(|e| program_error(name, e))?;
     }
     Ok(())
 }

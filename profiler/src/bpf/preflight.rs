@@ -10,7 +10,7 @@ const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
-/// The oldest kernel with the BPF ring buffer (5.8) and BTF tracepoints.
+/// The oldest kernel with the BPF ring buffer (5.8).
 pub const MIN_KERNEL: (u32, u32) = (5, 8);
 
 /// Runs every check.
@@ -65,7 +65,7 @@ pub fn check_kernel(release: &str) -> Result<()> {
         Some(v) if v >= MIN_KERNEL => Ok(()),
         Some(_) => bail!(
             "kernel {release} is too old: the profiler needs Linux {}.{} or newer \
-             (BPF ring buffer and BTF tracepoints)",
+             (BPF ring buffer)",
             MIN_KERNEL.0,
             MIN_KERNEL.1
         ),

@@ -2,8 +2,8 @@
 //! window. Stacks and thread names are interned, so a sample whose stack was
 //! seen before allocates nothing but its timestamp slot.
 
+use hashbrown::HashMap;
 use std::{
-    collections::HashMap,
     hash::{BuildHasher, Hash},
     sync::Arc,
 };

@@ -4,7 +4,8 @@
 //! stopped short of its start (the unwinder's outcome, or the frame limit)
 //! ends in a [`StackMark`] frame and is counted by outcome.
 
-use std::{collections::HashMap, sync::Arc};
+use hashbrown::HashMap;
+use std::sync::Arc;
 
 use profiler_common::{
     Record, RecordKind, SampleHeader, SampleRecord, UserUnwinder, sample_flags, unwind::Outcome,

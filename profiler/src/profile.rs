@@ -3,10 +3,8 @@
 //! built once per window and every encoder (pprof, OTLP) reads it, so no
 //! sink redoes symbolization or aggregation.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-};
+use hashbrown::{HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::{
     aggregate::{GoKey, Instant2, LabelsId, Window},

@@ -17,8 +17,7 @@
 //! (`trace_id`/`span_id` or `otel.trace_id`/`otel.span_id`, hex) become a
 //! Link, so profiles and traces join.
 
-use std::collections::HashMap;
-
+use hashbrown::HashMap;
 use opentelemetry_proto::tonic::{
     collector::profiles::v1development::ExportProfilesServiceRequest,
     common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value},

@@ -2,7 +2,8 @@
 //! (cached by pid, address and fingerprint, as BPF sends each set once),
 //! and the goroutine state decoded from a sample's extension bytes.
 
-use std::{collections::HashMap, sync::Arc};
+use hashbrown::HashMap;
+use std::sync::Arc;
 
 use profiler_common::{
     GoLabels,

@@ -7,8 +7,8 @@
 //! the process mapped, even if deleted or inside a container's mount
 //! namespace), falling back to `/proc/PID/root/PATH`.
 
+use hashbrown::HashMap;
 use std::{
-    collections::HashMap,
     fs::File,
     ops::Deref,
     os::unix::fs::MetadataExt,

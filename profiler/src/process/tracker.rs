@@ -9,8 +9,8 @@
 //! address outside every known mapping (dlopen, new JIT code) triggers a
 //! rate-limited re-read of the maps.
 
+use hashbrown::HashMap;
 use std::{
-    collections::HashMap,
     path::Path,
     sync::Arc,
     time::{Duration, Instant},

@@ -14,8 +14,8 @@ pub mod elf;
 pub mod kernel;
 pub mod perfmap;
 
+use hashbrown::{HashMap, HashSet};
 use std::{
-    collections::{HashMap, HashSet},
     path::PathBuf,
     sync::{Arc, Weak},
     time::{Duration, Instant},

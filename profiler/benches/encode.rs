@@ -11,7 +11,9 @@
 
 mod common;
 
-use std::{collections::HashMap, hint::black_box, sync::Arc};
+use std::{hint::black_box, sync::Arc};
+
+use hashbrown::HashMap;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use profiler::{

@@ -132,6 +132,15 @@ impl StackTable {
         StackId(id)
     }
 
+    /// An empty table with room for `n` stacks.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            stacks: Vec::with_capacity(n),
+            index: HashTable::with_capacity(n),
+            hasher: DefaultHashBuilder::default(),
+        }
+    }
+
     /// The frames of `id`, innermost first.
     pub fn get(&self, id: StackId) -> &[FrameKey] {
         &self.stacks[id.0 as usize]
@@ -181,6 +190,17 @@ impl Window {
             label_index: HashMap::new(),
             total: 0,
         }
+    }
+
+    /// An empty window starting at `start`, with room for as many stacks
+    /// and sample keys as `previous` had: windows at a steady rate are
+    /// alike, and growing the tables sample by sample rehashed them ~15
+    /// times per window.
+    pub fn like(start: Instant2, previous: &Window) -> Self {
+        let mut w = Self::new(start);
+        w.stacks = StackTable::with_capacity(previous.stacks.len());
+        w.samples.reserve(previous.samples.len());
+        w
     }
 
     fn intern_labels(&mut self, labels: &Labels) -> LabelsId {

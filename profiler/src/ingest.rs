@@ -160,7 +160,8 @@ impl Ingest {
 
     /// Ends the current window at `end` and starts the next.
     pub fn flush(&mut self, end: Instant2) -> Flushed {
-        let window = std::mem::replace(&mut self.window, Window::new(end));
+        let next = Window::like(end, &self.window);
+        let window = std::mem::replace(&mut self.window, next);
         let objects = referenced_objects(&window)
             .into_iter()
             .filter_map(|id| self.tracker.object(id).map(|o| (id, o)))

@@ -19,7 +19,7 @@ pub struct ProcId(pub u32);
 
 /// One frame, identified independently of the process it came from where
 /// possible, so identical code in many processes shares symbolization.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FrameKey {
     /// A kernel address.
     Kernel(u64),
@@ -32,6 +32,23 @@ pub enum FrameKey {
     /// Not an address: where the user stack's walk stopped short of its
     /// start, as the outermost frame, so no profile shows it as complete.
     Mark(StackMark),
+}
+
+/// One word per frame: stacks are hashed on every sample, and the derived
+/// hash fed the hasher a discriminant and each field separately.
+impl std::hash::Hash for FrameKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let (tag, id, addr) = match *self {
+            FrameKey::Kernel(a) => (0u64, 0u64, a),
+            FrameKey::Object { object, addr } => (1, u64::from(object.0), addr),
+            FrameKey::Jit { process, addr } => (2, u64::from(process.0), addr),
+            FrameKey::Unmapped(a) => (3, 0, a),
+            FrameKey::Mark(m) => (4, 0, m as u64),
+        };
+        // Equal keys give equal words; the rare collisions (addresses
+        // differing only in their top bits) are told apart by `Eq`.
+        state.write_u64(addr ^ (id << 40) ^ (tag << 61));
+    }
 }
 
 /// Why a user stack is incomplete (a [`FrameKey::Mark`]).

@@ -345,12 +345,22 @@ fn collect<'d, S: UnwindSection<Slice<'d>>>(
                 Ok(Some(row)) => {
                     report.cfi_rows += 1;
                     if row.start_address() < row.end_address() {
-                        spans.push(Span {
-                            start: row.start_address(),
-                            end: row.end_address(),
-                            rule: classify(row, section, encoding, signal),
-                            source,
-                        });
+                        let rule = classify(row, section, encoding, signal);
+                        // Rows differing only in registers a rule does not
+                        // track (callee-saved ones) merge at once: a large
+                        // object's spans otherwise take several times the
+                        // memory of its finished table while compiling.
+                        match spans[first..].last_mut() {
+                            Some(last) if last.end == row.start_address() && last.rule == rule => {
+                                last.end = row.end_address();
+                            }
+                            _ => spans.push(Span {
+                                start: row.start_address(),
+                                end: row.end_address(),
+                                rule,
+                                source,
+                            }),
+                        }
                     }
                 }
                 Ok(None) => break,
@@ -636,23 +646,37 @@ fn lazy_plt_spans(start: u64, code: &[u8], spans: &mut Vec<Span>) {
 }
 
 /// Sorts the spans into rows: gaps become `NoInfo`, a span starting inside
-/// an earlier one cuts it short, identical neighbours merge.
+/// an earlier one cuts it short, identical neighbours merge. Rows are made
+/// in their final 8-byte form as the spans are consumed (an intermediate
+/// list of 16-byte rows was a third of the compile's peak memory for large
+/// objects).
 fn build_rows(
     base: u64,
     mut spans: Vec<Span>,
     report: &mut Report,
 ) -> Result<Vec<Row>, CompileError> {
     spans.sort_by_key(|s| s.start);
-    let mut rows: Vec<(u64, Rule)> = Vec::with_capacity(spans.len() + spans.len() / 4);
+    let rel = |addr: u64| {
+        addr.checked_sub(base)
+            .and_then(|rel| u32::try_from(rel).ok())
+            .ok_or(CompileError::TooLarge { base, addr })
+    };
+    let mut out: Vec<Row> = Vec::with_capacity(spans.len() + spans.len() / 4);
+    let push = |out: &mut Vec<Row>, pc: u32, rule: Rule| match out.last_mut() {
+        Some(last) if last.rule == rule => {}
+        Some(last) if last.pc == pc => last.rule = rule,
+        _ => out.push(Row { pc, rule }),
+    };
     let mut end: Option<u64> = None;
     for span in spans {
+        let start = rel(span.start)?;
         match end {
-            Some(e) if span.start > e => rows.push((e, Rule::NO_INFO)),
+            Some(e) if span.start > e => push(&mut out, rel(e)?, Rule::NO_INFO),
             Some(e) if span.start < e => {
                 // Rows of one FDE are contiguous: this is another FDE.
                 report.overlaps += 1;
-                while rows.last().is_some_and(|&(pc, _)| pc >= span.start) {
-                    rows.pop();
+                while out.last().is_some_and(|r| r.pc >= start) {
+                    out.pop();
                 }
             }
             _ => {}
@@ -669,25 +693,13 @@ fn build_rows(
                 Rule::UNSUPPORTED
             }
         };
-        rows.push((span.start, rule));
+        push(&mut out, start, rule);
         end = Some(span.end);
     }
     if let Some(e) = end {
-        rows.push((e, Rule::NO_INFO));
+        push(&mut out, rel(e)?, Rule::NO_INFO);
     }
-    let mut out: Vec<Row> = Vec::with_capacity(rows.len());
-    for (addr, rule) in rows {
-        let pc = addr
-            .checked_sub(base)
-            .and_then(|rel| u32::try_from(rel).ok())
-            .ok_or(CompileError::TooLarge { base, addr })?;
-        match out.last_mut() {
-            Some(last) if last.rule == rule => {}
-            Some(last) if last.pc == pc => last.rule = rule,
-            _ => out.push(Row { pc, rule }),
-        }
-    }
-    // A replaced rule may now equal its predecessor.
+    // A replaced or popped rule may leave equal neighbours.
     out.dedup_by(|next, prev| next.rule == prev.rule);
     Ok(out)
 }

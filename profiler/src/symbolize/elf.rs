@@ -2,7 +2,7 @@
 //! `NAME@plt` symbol per x86-64 PLT stub), sorted for binary search. Names
 //! live in one string buffer to keep large tables small.
 
-use std::collections::HashMap;
+use std::{borrow::Cow, collections::HashMap};
 
 use object::{
     Object, ObjectSection, ObjectSymbol, ObjectSymbolTable, RelocationTarget, SectionKind,
@@ -35,8 +35,10 @@ impl ElfSymbols {
     /// Collects the function symbols of every file given (an executable and
     /// its separate debug file share addresses).
     pub fn collect<'d>(files: &[&object::File<'d>]) -> Self {
-        // (addr, rank, size, name); lower rank wins at equal addresses.
-        let mut raw: Vec<(u64, u8, u64, String)> = Vec::new();
+        // (addr, rank, size, name); lower rank wins at equal addresses. Names
+        // borrow from the file until they are copied into the one buffer (a
+        // String each made large tables cost several times their size).
+        let mut raw: Vec<(u64, u8, u64, Cow<'d, str>)> = Vec::new();
         // Ends of executable sections: an unsized symbol stops at its section's end.
         let mut section_ends: Vec<(u64, u64)> = Vec::new();
         for file in files {
@@ -53,10 +55,10 @@ impl ElfSymbols {
                     SymbolScope::Dynamic | SymbolScope::Linkage => 1,
                     _ => 2,
                 };
-                raw.push((sym.address(), rank, sym.size(), name.to_owned()));
+                raw.push((sym.address(), rank, sym.size(), Cow::Borrowed(name)));
             }
             for (addr, size, name) in plt_stubs(file) {
-                raw.push((addr, 0, size, name));
+                raw.push((addr, 0, size, Cow::Owned(name)));
             }
             section_ends.extend(
                 file.sections()

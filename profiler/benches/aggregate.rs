@@ -24,57 +24,6 @@ use profiler::{
     metrics::Metrics,
     process::ObjectId,
 };
-use profiler_common::{RecordKind, SampleHeader};
-
-/// Serializes a sample record exactly as `SampleHeader` lays it out.
-fn record(pid: u32, tid: u32, cpu: u32, time: u64, kernel: &[u64], user: &[u64]) -> Vec<u8> {
-    assert_eq!(
-        std::mem::size_of::<SampleHeader>(),
-        56,
-        "header layout changed"
-    );
-    let mut b = Vec::with_capacity(56 + 8 * (kernel.len() + user.len()));
-    b.extend((RecordKind::Sample as u32).to_ne_bytes());
-    b.extend(0u32.to_ne_bytes()); // flags
-    b.extend(time.to_ne_bytes());
-    b.extend(pid.to_ne_bytes());
-    b.extend(tid.to_ne_bytes());
-    b.extend(cpu.to_ne_bytes());
-    b.extend((kernel.len() as u16).to_ne_bytes());
-    b.extend((user.len() as u16).to_ne_bytes());
-    b.extend([0u8, 0u8]); // unwinder, outcome
-    b.extend(0u16.to_ne_bytes()); // ext_len
-    b.extend(0u32.to_ne_bytes()); // reserved
-    b.extend(common::comm("bench-worker"));
-    for a in kernel.iter().chain(user) {
-        b.extend(a.to_ne_bytes());
-    }
-    b
-}
-
-/// Addresses inside this process's own executable text.
-fn own_text(n: usize) -> Vec<u64> {
-    let exe = std::fs::read_link("/proc/self/exe").expect("own executable");
-    let maps = std::fs::read_to_string("/proc/self/maps").expect("own maps");
-    let (start, end) = maps
-        .lines()
-        .filter(|l| l.ends_with(&*exe.to_string_lossy()))
-        .find_map(|l| {
-            let mut f = l.split_whitespace();
-            let range = f.next()?;
-            let perms = f.next()?;
-            let (s, e) = range.split_once('-')?;
-            perms.contains('x').then(|| {
-                (
-                    u64::from_str_radix(s, 16).unwrap(),
-                    u64::from_str_radix(e, 16).unwrap(),
-                )
-            })
-        })
-        .expect("an executable mapping of the bench binary");
-    let step = (end - start) / (n as u64 + 1);
-    (1..=n as u64).map(|i| start + i * step).collect()
-}
 
 fn aggregate(c: &mut Criterion) {
     let shape = common::WINDOW_999HZ;
@@ -102,7 +51,7 @@ fn aggregate(c: &mut Criterion) {
 
     // 256 distinct records of this process, 30 user + 6 kernel frames each.
     let pid = std::process::id();
-    let user_addrs = own_text(300);
+    let user_addrs = common::own_text(300);
     let mut rng = fastrand::Rng::with_seed(3);
     let records: Vec<Vec<u8>> = (0..256u64)
         .map(|i| {
@@ -112,7 +61,7 @@ fn aggregate(c: &mut Criterion) {
             let user: Vec<u64> = (0..common::USER_FRAMES)
                 .map(|_| user_addrs[rng.usize(..user_addrs.len())])
                 .collect();
-            record(
+            common::record(
                 pid,
                 pid + (i % 4) as u32,
                 (i % 2) as u32,

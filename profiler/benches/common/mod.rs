@@ -18,6 +18,7 @@ use profiler::{
         objects::{Bytes, ObjectKind},
     },
 };
+use profiler_common::{RecordKind, SampleHeader};
 
 /// Frames per user stack (the workload the overhead targets are set for).
 pub const USER_FRAMES: usize = 30;
@@ -194,4 +195,54 @@ pub fn start() -> Instant2 {
         wall_ns: 1_700_000_000_000_000_000,
         mono_ns: 0,
     }
+}
+
+/// Serializes a sample record exactly as `SampleHeader` lays it out.
+pub fn record(pid: u32, tid: u32, cpu: u32, time: u64, kernel: &[u64], user: &[u64]) -> Vec<u8> {
+    assert_eq!(
+        std::mem::size_of::<SampleHeader>(),
+        56,
+        "header layout changed"
+    );
+    let mut b = Vec::with_capacity(56 + 8 * (kernel.len() + user.len()));
+    b.extend((RecordKind::Sample as u32).to_ne_bytes());
+    b.extend(0u32.to_ne_bytes()); // flags
+    b.extend(time.to_ne_bytes());
+    b.extend(pid.to_ne_bytes());
+    b.extend(tid.to_ne_bytes());
+    b.extend(cpu.to_ne_bytes());
+    b.extend((kernel.len() as u16).to_ne_bytes());
+    b.extend((user.len() as u16).to_ne_bytes());
+    b.extend([0u8, 0u8]); // unwinder, outcome
+    b.extend(0u16.to_ne_bytes()); // ext_len
+    b.extend(0u32.to_ne_bytes()); // reserved
+    b.extend(comm("bench-worker"));
+    for a in kernel.iter().chain(user) {
+        b.extend(a.to_ne_bytes());
+    }
+    b
+}
+
+/// Addresses inside this process's own executable text.
+pub fn own_text(n: usize) -> Vec<u64> {
+    let exe = std::fs::read_link("/proc/self/exe").expect("own executable");
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("own maps");
+    let (start, end) = maps
+        .lines()
+        .filter(|l| l.ends_with(&*exe.to_string_lossy()))
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            let range = f.next()?;
+            let perms = f.next()?;
+            let (s, e) = range.split_once('-')?;
+            perms.contains('x').then(|| {
+                (
+                    u64::from_str_radix(s, 16).unwrap(),
+                    u64::from_str_radix(e, 16).unwrap(),
+                )
+            })
+        })
+        .expect("an executable mapping of the bench binary");
+    let step = (end - start) / (n as u64 + 1);
+    (1..=n as u64).map(|i| start + i * step).collect()
 }

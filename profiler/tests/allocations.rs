@@ -1,0 +1,96 @@
+//! The per-sample path allocates nothing once its stacks are known: a
+//! counting global allocator watches `Ingest::record` (decoding, address
+//! translation through the process tracker, stack interning, aggregation)
+//! on ring-buffer records built byte for byte as the BPF side writes them,
+//! for this very process.
+
+#[path = "../benches/common/mod.rs"]
+mod common;
+
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use profiler::{ingest::Ingest, metrics::Metrics};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator, only counting calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn known_stacks_cost_no_allocation_per_sample() {
+    let pid = std::process::id();
+    let user = common::own_text(300);
+    let mut rng = fastrand::Rng::with_seed(11);
+    // 64 distinct stacks (30 user + 6 kernel frames) on 4 threads, 2 CPUs.
+    let records: Vec<Vec<u8>> = (0..64u64)
+        .map(|i| {
+            let kernel: Vec<u64> = (0..common::KERNEL_FRAMES as u64)
+                .map(|k| 0xffff_ffff_8100_0000 + (rng.u64(0..4096) << 8) + k)
+                .collect();
+            let stack: Vec<u64> = (0..common::USER_FRAMES)
+                .map(|_| user[rng.usize(..user.len())])
+                .collect();
+            common::record(
+                pid,
+                pid + (i % 4) as u32,
+                (i % 2) as u32,
+                i,
+                &kernel,
+                &stack,
+            )
+        })
+        .collect();
+    let metrics = Arc::new(Metrics::default());
+    let mut ingest = Ingest::new(Arc::clone(&metrics), common::start(), None);
+    // First sight: /proc read, objects mapped, stacks and names interned.
+    for r in &records {
+        ingest.record(r);
+    }
+    let rounds = 1000;
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..rounds {
+        for r in &records {
+            ingest.record(r);
+        }
+    }
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let samples = (rounds * records.len()) as u64;
+    assert_eq!(ingest.window_samples(), samples + records.len() as u64);
+    // What remains is each key's list of sample times doubling as it grows:
+    // about log2(rounds) ≈ 10 growths for each of the 64 keys.
+    let per_key_growths = (rounds as f64).log2().ceil() as u64 + 1;
+    assert!(
+        allocations <= records.len() as u64 * per_key_growths,
+        "{allocations} allocations for {samples} samples of known stacks"
+    );
+    eprintln!(
+        "{allocations} allocations for {samples} samples ({:.4} per sample)",
+        allocations as f64 / samples as f64
+    );
+}

@@ -436,9 +436,12 @@ fn raw_name(name: &Option<Reader>) -> Option<String> {
         .and_then(|n| n.to_string_lossy().ok().map(Cow::into_owned))
 }
 
+/// Unit offsets and the sorted address ranges that map to them.
+type UnitIndex = (Box<[usize]>, Box<[UnitRange]>);
+
 /// addr2line's `ResUnits::parse`, keeping only offsets and ranges: each
 /// unit's abbreviations and line program header are dropped after use.
-fn index_units(dwarf: &gimli::Dwarf<Reader>) -> Result<(Box<[usize]>, Box<[UnitRange]>), Error> {
+fn index_units(dwarf: &gimli::Dwarf<Reader>) -> Result<UnitIndex, Error> {
     let mut aranges = Vec::new();
     let mut headers = dwarf.debug_aranges.headers();
     while let Some(header) = headers.next()? {
@@ -701,15 +704,11 @@ impl Function {
                         name = Some(val);
                     }
                 }
-                gimli::DW_AT_name => {
-                    if name.is_none() {
-                        name = unit.attr_string(attr.value()).ok();
-                    }
+                gimli::DW_AT_name if name.is_none() => {
+                    name = unit.attr_string(attr.value()).ok();
                 }
-                gimli::DW_AT_abstract_origin | gimli::DW_AT_specification => {
-                    if name.is_none() {
-                        name = name_attr(attr.value(), file, unit, resolver, 16)?;
-                    }
+                gimli::DW_AT_abstract_origin | gimli::DW_AT_specification if name.is_none() => {
+                    name = name_attr(attr.value(), file, unit, resolver, 16)?;
                 }
                 _ => {}
             }
@@ -817,15 +816,11 @@ impl InlinedFunction {
                         name = Some(val);
                     }
                 }
-                gimli::DW_AT_name => {
-                    if name.is_none() {
-                        name = unit.attr_string(attr.value()).ok();
-                    }
+                gimli::DW_AT_name if name.is_none() => {
+                    name = unit.attr_string(attr.value()).ok();
                 }
-                gimli::DW_AT_abstract_origin | gimli::DW_AT_specification => {
-                    if name.is_none() {
-                        name = name_attr(attr.value(), state.file, unit, state.resolver, 16)?;
-                    }
+                gimli::DW_AT_abstract_origin | gimli::DW_AT_specification if name.is_none() => {
+                    name = name_attr(attr.value(), state.file, unit, state.resolver, 16)?;
                 }
                 gimli::DW_AT_call_file => {
                     // DWARF 5 numbers files from 0; before, 0 meant none.

@@ -1,0 +1,304 @@
+//! Differential test: the lazy reader against `addr2line::Context` (the
+//! code this module replaced, kept here as the reference) on real files.
+
+use std::{borrow::Cow, path::Path, sync::Arc};
+
+use super::*;
+use crate::{
+    process::objects::Bytes,
+    symbolize::debuginfo::{self, DebugRefs},
+    testutil::{compile_c, run},
+};
+
+/// What the previous `DwarfInfo::frames` returned, through addr2line.
+/// Also returns each frame's DIE offset.
+fn reference(
+    ctx: &addr2line::Context<Reader>,
+    addr: u64,
+) -> (Vec<DwarfFrame>, Vec<Option<gimli::UnitOffset<usize>>>) {
+    let mut out = Vec::new();
+    let mut offsets = Vec::new();
+    let Ok(mut iter) = ctx.find_frames(addr).skip_all_loads() else {
+        return (out, offsets);
+    };
+    let unit = ctx.find_dwarf_and_unit(addr).skip_all_loads();
+    while let Ok(Some(frame)) = iter.next() {
+        let name = frame
+            .function
+            .as_ref()
+            .and_then(|f| f.raw_name().ok().map(Cow::into_owned));
+        let (file, line) = match &frame.location {
+            Some(loc) => (loc.file.map(str::to_owned), loc.line.unwrap_or(0)),
+            None => (None, 0),
+        };
+        let decl_line = match (unit, frame.dw_die_offset) {
+            (Some(u), Some(off)) => decl_line(u, off),
+            _ => 0,
+        };
+        offsets.push(frame.dw_die_offset);
+        out.push(DwarfFrame {
+            name,
+            file,
+            line,
+            decl_line,
+        });
+    }
+    (out, offsets)
+}
+
+fn read(path: &Path) -> Arc<Bytes> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Arc::new(Bytes::Owned(bytes))
+}
+
+impl DwarfInfo {
+    /// Start (and last byte) of every function and inlined call in every
+    /// `stride`-th unit of the index.
+    fn boundaries(&self, stride: usize) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut refs = Lru::new(REF_CACHE);
+        for &offset in self.units.iter().step_by(stride) {
+            let header = self
+                .dwarf
+                .unit_header(gimli::DebugInfoOffset(offset))
+                .unwrap();
+            let unit = self.dwarf.unit(header).unwrap();
+            let unit_ref = gimli::UnitRef::new(&self.dwarf, &unit);
+            let Ok(functions) = Functions::parse(unit_ref) else {
+                continue;
+            };
+            let mut resolver = Resolver {
+                dwarf: &self.dwarf,
+                units: &self.units,
+                sup_units: &self.sup_units,
+                refs: &mut refs,
+            };
+            for a in &functions.addresses {
+                out.extend([a.range.begin, a.range.end - 1]);
+            }
+            for f in &functions.functions {
+                if let Ok(f) =
+                    Function::parse(f.offset, DebugFile::Primary, unit_ref, &mut resolver)
+                {
+                    for a in &f.inlined_addresses {
+                        out.extend([a.range.begin, a.range.end - 1]);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    addresses: usize,
+    boundaries: usize,
+    with_frames: usize,
+    inlined: usize,
+    /// Addresses where only `decl_line` differs because addr2line's
+    /// `find_dwarf_and_unit` returns the first candidate unit even when a
+    /// later one holds the function (overlapping units: dead code at 0).
+    first_unit_decl_line: usize,
+}
+
+/// Compares both readers on `file` at every function and inlined-call
+/// boundary and at `random` addresses inside the units' ranges.
+fn compare(
+    what: &str,
+    bytes: &Arc<Bytes>,
+    sup: Option<&Arc<Bytes>>,
+    random: usize,
+    max_units: usize,
+) -> Counts {
+    let file = object::File::parse(&***bytes).unwrap();
+    let sup_file = sup.map(|b| object::File::parse(&***b).unwrap());
+    let ours = DwarfInfo::load(&file, bytes, sup_file.as_ref().zip(sup)).unwrap();
+    let mut dwarf = load_dwarf(&file, bytes).unwrap();
+    if let (Some(f), Some(b)) = (&sup_file, sup) {
+        dwarf.set_sup(load_dwarf(f, b).unwrap());
+    }
+    let ctx = addr2line::Context::from_dwarf(dwarf).unwrap();
+    assert!(!ours.ranges.is_empty(), "{what}: no unit ranges");
+
+    // Every function of an evenly spread subset of the units, to bound the
+    // debug-build test time.
+    let mut boundaries = ours.boundaries(ours.units.len().div_ceil(max_units));
+    boundaries.sort_unstable();
+    boundaries.dedup();
+    let mut rng = fastrand::Rng::with_seed(0x5eed);
+    let mut addrs = boundaries.clone();
+    for _ in 0..random {
+        let r = &ours.ranges[rng.usize(..ours.ranges.len())];
+        addrs.push(rng.u64(r.begin..r.end));
+    }
+    // Shuffle so that the unit cache misses as well as hits.
+    rng.shuffle(&mut addrs);
+    let mut counts = Counts {
+        addresses: addrs.len(),
+        boundaries: boundaries.len(),
+        ..Counts::default()
+    };
+    for &addr in &addrs {
+        let got = ours.frames(addr);
+        let (want, offsets) = reference(&ctx, addr);
+        if got != want && first_unit_decl_line(&ours, addr, &got, &want, &offsets) {
+            counts.first_unit_decl_line += 1;
+        } else {
+            assert_eq!(got, want, "{what}: frames at {addr:#x}");
+        }
+        counts.with_frames += usize::from(!got.is_empty());
+        counts.inlined += usize::from(got.len() > 1);
+    }
+    eprintln!(
+        "{what}: {} addresses equal ({} function/inline boundaries, {} with frames, \
+         {} inlined; {} only decl_line differs: addr2line's first-unit bug), {} units",
+        counts.addresses,
+        counts.boundaries,
+        counts.with_frames,
+        counts.inlined,
+        counts.first_unit_decl_line,
+        ours.units.len()
+    );
+    assert!(
+        counts.with_frames > counts.addresses / 2,
+        "{what}: too few frames"
+    );
+    assert!(counts.boundaries > 0, "{what}: no function boundaries");
+    counts
+}
+
+/// True if `got` and `want` differ only in `decl_line`, `addr` is in more
+/// than one unit, and each of our `decl_line`s is what the reference's DIE
+/// offset gives in one of those units.
+fn first_unit_decl_line(
+    ours: &DwarfInfo,
+    addr: u64,
+    got: &[DwarfFrame],
+    want: &[DwarfFrame],
+    offsets: &[Option<gimli::UnitOffset<usize>>],
+) -> bool {
+    let mut units: Vec<u32> = ours.find(addr).collect();
+    units.sort_unstable();
+    units.dedup();
+    if units.len() < 2 || got.len() != want.len() {
+        return false;
+    }
+    let parsed: Vec<_> = units
+        .iter()
+        .map(|&id| {
+            let offset = gimli::DebugInfoOffset(ours.units[id as usize]);
+            ours.dwarf
+                .unit(ours.dwarf.unit_header(offset).unwrap())
+                .unwrap()
+        })
+        .collect();
+    got.iter().zip(want).zip(offsets).all(|((g, w), off)| {
+        let same_but_decl = DwarfFrame {
+            decl_line: w.decl_line,
+            ..g.clone()
+        } == *w;
+        same_but_decl
+            && (g.decl_line == w.decl_line
+                || off.is_some_and(|off| {
+                    parsed
+                        .iter()
+                        .any(|u| decl_line(gimli::UnitRef::new(&ours.dwarf, u), off) == g.decl_line)
+                }))
+    })
+}
+
+const INLINE_H: &str = r#"
+static inline __attribute__((always_inline)) int leaf(int x) {
+    return x * 3 + 1;
+}
+static inline __attribute__((always_inline)) int middle(int x) {
+    int s = 0;
+    for (int i = 0; i < x; i++)
+        s += leaf(i) ^ x;
+    return s;
+}
+"#;
+
+const INLINE_C: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include "inline.h"
+static inline __attribute__((always_inline)) int outer(int x) {
+    return middle(x) + leaf(x * 2);
+}
+__attribute__((noinline)) int work(int x) {
+    return outer(x) + outer(x + 1);
+}
+struct S { int v; };
+static int cmp(const void *a, const void *b) {
+    return ((const struct S *)a)->v - ((const struct S *)b)->v;
+}
+int main(int argc, char **argv) {
+    struct S s[4] = {{3}, {1}, {2}, {argc}};
+    qsort(s, 4, sizeof s[0], cmp);
+    printf("%d\n", work(atoi(argc > 1 ? argv[1] : "5")) + s[0].v);
+    return 0;
+}
+"#;
+
+#[test]
+fn matches_addr2line_on_gcc_inlined_c_dwarf4_and_5() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("inline.h"), INLINE_H).unwrap();
+    for version in ["-gdwarf-4", "-gdwarf-5"] {
+        let name = format!("inl{}", &version[7..]);
+        let bin = compile_c(dir.path(), &name, INLINE_C, &["-O2", version]);
+        let counts = compare(&name, &read(&bin), None, 2000, usize::MAX);
+        assert!(counts.inlined > 0, "{name}: no inlined frames compared");
+    }
+}
+
+#[test]
+fn matches_addr2line_on_rust_test_binary() {
+    let exe = std::env::current_exe().unwrap();
+    let counts = compare("test binary", &read(&exe), None, 3000, 60);
+    assert!(counts.inlined > 0, "no inlined frames compared");
+}
+
+#[test]
+fn matches_addr2line_on_libc_debug_file_with_dwz() {
+    let libc = Path::new("/lib/x86_64-linux-gnu/libc.so.6");
+    let bytes = read(libc);
+    let file = object::File::parse(&**bytes).unwrap();
+    let refs = DebugRefs::of(&file);
+    let (debug_path, debug) =
+        debuginfo::find(Path::new("/"), "/lib/x86_64-linux-gnu/libc.so.6", &refs)
+            .expect("libc's debug file (package libc6-dbg) is not installed");
+    let debug_file = object::File::parse(&**debug).unwrap();
+    let sup = debuginfo::find_alt(Path::new("/"), &debug_path, &debug_file);
+    if debug_file.gnu_debugaltlink().ok().flatten().is_some() {
+        assert!(
+            sup.is_some(),
+            "{}: dwz supplementary file not found",
+            debug_path.display()
+        );
+    }
+    let counts = compare("libc debug", &debug, sup.as_ref(), 5000, usize::MAX);
+    assert!(counts.inlined > 0, "no inlined frames compared");
+}
+
+/// Loading keeps no parsed unit; lookups keep at most `UNIT_CACHE`.
+#[test]
+fn unit_cache_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_c(dir.path(), "d", crate::testutil::ANSWER_C, &["-O1", "-g"]);
+    let bytes = read(&bin);
+    let file = object::File::parse(&**bytes).unwrap();
+    let info = DwarfInfo::load(&file, &bytes, None).unwrap();
+    assert!(info.cache.lock().unwrap().units.entries.is_empty());
+    let exe = read(&std::env::current_exe().unwrap());
+    let file = object::File::parse(&**exe).unwrap();
+    let info = DwarfInfo::load(&file, &exe, None).unwrap();
+    for r in info.ranges.iter().step_by(info.ranges.len().div_ceil(50)) {
+        info.frames(r.begin);
+    }
+    let cached = info.cache.lock().unwrap().units.entries.len();
+    assert!(cached > 0 && cached <= UNIT_CACHE, "{cached} units cached");
+    let _ = run;
+}

@@ -700,20 +700,7 @@ impl Function {
         let mut name = None;
         for spec in abbrev.attributes() {
             let attr = entries.read_attribute(*spec)?;
-            match attr.name() {
-                gimli::DW_AT_linkage_name | gimli::DW_AT_MIPS_linkage_name => {
-                    if let Ok(val) = unit.attr_string(attr.value()) {
-                        name = Some(val);
-                    }
-                }
-                gimli::DW_AT_name if name.is_none() => {
-                    name = unit.attr_string(attr.value()).ok();
-                }
-                gimli::DW_AT_abstract_origin | gimli::DW_AT_specification if name.is_none() => {
-                    name = name_attr(attr.value(), file, unit, resolver, 16)?;
-                }
-                _ => {}
-            }
+            read_name(&attr, &mut name, file, unit, resolver)?;
         }
         let mut state = InlinedState {
             entries,
@@ -813,17 +800,6 @@ impl InlinedFunction {
                 continue;
             }
             match attr.name() {
-                gimli::DW_AT_linkage_name | gimli::DW_AT_MIPS_linkage_name => {
-                    if let Ok(val) = unit.attr_string(attr.value()) {
-                        name = Some(val);
-                    }
-                }
-                gimli::DW_AT_name if name.is_none() => {
-                    name = unit.attr_string(attr.value()).ok();
-                }
-                gimli::DW_AT_abstract_origin | gimli::DW_AT_specification if name.is_none() => {
-                    name = name_attr(attr.value(), state.file, unit, state.resolver, 16)?;
-                }
                 gimli::DW_AT_call_file => {
                     // DWARF 5 numbers files from 0; before, 0 meant none.
                     if let AttributeValue::FileIndex(fi) = attr.value()
@@ -835,7 +811,7 @@ impl InlinedFunction {
                 gimli::DW_AT_call_line => {
                     call_line = attr.udata_value().unwrap_or(0) as u32;
                 }
-                _ => {}
+                _ => read_name(&attr, &mut name, state.file, unit, state.resolver)?,
             }
         }
         let function = state.functions.len();
@@ -858,6 +834,33 @@ impl InlinedFunction {
 
 /// The name an abstract origin or specification points at, possibly in
 /// another unit or in the supplementary file.
+/// Takes a function's name from `attr` if it gives one: a linkage name
+/// wins over a plain name, which wins over the name of an abstract origin or
+/// specification (as addr2line orders them).
+fn read_name(
+    attr: &gimli::Attribute<Reader>,
+    name: &mut Option<Reader>,
+    file: DebugFile,
+    unit: gimli::UnitRef<'_, Reader>,
+    resolver: &mut Resolver<'_>,
+) -> Result<(), Error> {
+    match attr.name() {
+        gimli::DW_AT_linkage_name | gimli::DW_AT_MIPS_linkage_name => {
+            if let Ok(val) = unit.attr_string(attr.value()) {
+                *name = Some(val);
+            }
+        }
+        gimli::DW_AT_name if name.is_none() => {
+            *name = unit.attr_string(attr.value()).ok();
+        }
+        gimli::DW_AT_abstract_origin | gimli::DW_AT_specification if name.is_none() => {
+            *name = name_attr(attr.value(), file, unit, resolver, 16)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 fn name_attr(
     attr: AttributeValue<Reader>,
     file: DebugFile,

@@ -50,27 +50,7 @@ fn aggregate(c: &mut Criterion) {
     g.bench_function("intern_hit", |b| b.iter(|| black_box(table.intern(probe))));
 
     // 256 distinct records of this process, 30 user + 6 kernel frames each.
-    let pid = std::process::id();
-    let user_addrs = common::own_text(300);
-    let mut rng = fastrand::Rng::with_seed(3);
-    let records: Vec<Vec<u8>> = (0..256u64)
-        .map(|i| {
-            let kernel: Vec<u64> = (0..common::KERNEL_FRAMES as u64)
-                .map(|k| 0xffff_ffff_8100_0000 + (rng.u64(0..4096) << 8) + k)
-                .collect();
-            let user: Vec<u64> = (0..common::USER_FRAMES)
-                .map(|_| user_addrs[rng.usize(..user_addrs.len())])
-                .collect();
-            common::record(
-                pid,
-                pid + (i % 4) as u32,
-                (i % 2) as u32,
-                1_000 + i,
-                &kernel,
-                &user,
-            )
-        })
-        .collect();
+    let records = common::own_records(256, 3);
     let mut ingest = Ingest::new(Arc::new(Metrics::default()), common::start(), None);
     for r in &records {
         ingest.record(r);

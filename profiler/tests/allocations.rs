@@ -44,28 +44,8 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn known_stacks_cost_no_allocation_per_sample() {
-    let pid = std::process::id();
-    let user = common::own_text(300);
-    let mut rng = fastrand::Rng::with_seed(11);
     // 64 distinct stacks (30 user + 6 kernel frames) on 4 threads, 2 CPUs.
-    let records: Vec<Vec<u8>> = (0..64u64)
-        .map(|i| {
-            let kernel: Vec<u64> = (0..common::KERNEL_FRAMES as u64)
-                .map(|k| 0xffff_ffff_8100_0000 + (rng.u64(0..4096) << 8) + k)
-                .collect();
-            let stack: Vec<u64> = (0..common::USER_FRAMES)
-                .map(|_| user[rng.usize(..user.len())])
-                .collect();
-            common::record(
-                pid,
-                pid + (i % 4) as u32,
-                (i % 2) as u32,
-                i,
-                &kernel,
-                &stack,
-            )
-        })
-        .collect();
+    let records = common::own_records(64, 11);
     let metrics = Arc::new(Metrics::default());
     let mut ingest = Ingest::new(Arc::clone(&metrics), common::start(), None);
     // First sight: /proc read, objects mapped, stacks and names interned.

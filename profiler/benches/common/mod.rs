@@ -246,3 +246,30 @@ pub fn own_text(n: usize) -> Vec<u64> {
     let step = (end - start) / (n as u64 + 1);
     (1..=n as u64).map(|i| start + i * step).collect()
 }
+
+/// `count` distinct sample records of this process, each 30 user frames
+/// (random functions of its own executable) under 6 kernel frames, spread
+/// over 4 threads and 2 CPUs.
+pub fn own_records(count: u64, seed: u64) -> Vec<Vec<u8>> {
+    let pid = std::process::id();
+    let user = own_text(300);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..count)
+        .map(|i| {
+            let kernel: Vec<u64> = (0..KERNEL_FRAMES as u64)
+                .map(|k| 0xffff_ffff_8100_0000 + (rng.u64(0..4096) << 8) + k)
+                .collect();
+            let stack: Vec<u64> = (0..USER_FRAMES)
+                .map(|_| user[rng.usize(..user.len())])
+                .collect();
+            record(
+                pid,
+                pid + (i % 4) as u32,
+                (i % 2) as u32,
+                1_000 + i,
+                &kernel,
+                &stack,
+            )
+        })
+        .collect()
+}

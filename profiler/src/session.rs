@@ -188,10 +188,10 @@ fn tune_allocator() {
 
 /// Gives the allocator's free pages back to the kernel after a window that
 /// left more memory free than the windows before it. glibc keeps what a
-/// thread freed in that thread's arena (64 MiB reservations) and trims only
-/// the top of the main heap by itself, so memory freed after a burst (a
-/// large binary's DWARF, a first window's tables) would otherwise stay in
-/// the daemon's RSS. Trimming after every window made the next window fault
+/// thread freed in that thread's arena (64 MiB reservations), and with
+/// [`tune_allocator`] it no longer trims even the top of a heap by itself,
+/// so memory freed after a burst (a large binary's DWARF, a first window's
+/// tables) would otherwise stay in the daemon's RSS. Trimming after every window made the next window fault
 /// its working set in again: at 999 Hz, where a window's tables free ~30
 /// MiB, the kernel zeroing those pages was ~10% of the daemon's CPU. So a
 /// window trims only when the free memory grew by half over the previous

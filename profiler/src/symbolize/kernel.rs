@@ -7,6 +7,7 @@ use std::io::{self, BufRead};
 #[derive(Clone, Copy, Debug)]
 struct KSym {
     addr: u64,
+    /// Chunk index << [`CHUNK_BITS`] | offset in the chunk.
     name_start: u32,
     name_len: u16,
     /// Index into `modules` + 1; 0 for the core kernel.
@@ -17,9 +18,14 @@ struct KSym {
 #[derive(Debug, Default)]
 pub struct KernelSymbols {
     syms: Vec<KSym>,
-    names: String,
+    /// Names in chunks of `1 << CHUNK_BITS` bytes, none split between two:
+    /// one 3 MiB string grown by doubling held 6 MiB at once while parsing.
+    names: Vec<String>,
     modules: Vec<String>,
 }
+
+/// Size of a name chunk, as a power of two.
+const CHUNK_BITS: u32 = 16;
 
 /// A kernel symbol covering an address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,22 +92,35 @@ impl KernelSymbols {
                 }
                 None => 0,
             };
-            let name = &name[..name.len().min(u16::MAX as usize)];
+            let name = truncate(name, (1 << CHUNK_BITS) - 1);
+            if out
+                .names
+                .last()
+                .is_none_or(|c| c.len() + name.len() > 1 << CHUNK_BITS)
+            {
+                if out.names.len() >= 1 << (32 - CHUNK_BITS) {
+                    break;
+                }
+                out.names.push(String::with_capacity(1 << CHUNK_BITS));
+            }
+            let index = (out.names.len() - 1) as u32;
+            let chunk = out.names.last_mut().expect("a chunk was pushed");
             out.syms.push(KSym {
                 addr,
-                name_start: out.names.len() as u32,
+                name_start: index << CHUNK_BITS | chunk.len() as u32,
                 name_len: name.len() as u16,
                 module,
             });
-            out.names.push_str(name);
+            chunk.push_str(name);
         }
         if lines > 0 && !any_nonzero {
             return Err(KallsymsError::Hidden);
         }
-        out.syms.sort_by_key(|s| s.addr);
+        // Of symbols at one address the first listed is kept; an unstable
+        // sort (by name position too) needs no buffer as large as the list.
+        out.syms.sort_unstable_by_key(|s| (s.addr, s.name_start));
         out.syms.dedup_by_key(|s| s.addr);
         out.syms.shrink_to_fit();
-        out.names.shrink_to_fit();
         Ok(out)
     }
 
@@ -120,7 +139,11 @@ impl KernelSymbols {
             return None;
         }
         Some(KernelHit {
-            name: &self.names[s.name_start as usize..s.name_start as usize + s.name_len as usize],
+            name: {
+                let chunk = &self.names[(s.name_start >> CHUNK_BITS) as usize];
+                let start = (s.name_start & ((1 << CHUNK_BITS) - 1)) as usize;
+                &chunk[start..start + s.name_len as usize]
+            },
             module: (s.module > 0).then(|| self.modules[s.module as usize - 1].as_str()),
             start: s.addr,
         })
@@ -143,6 +166,15 @@ impl KernelSymbols {
     pub fn is_empty(&self) -> bool {
         self.syms.is_empty()
     }
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// The GNU build id in an ELF note blob such as `/sys/kernel/notes`.
@@ -208,6 +240,29 @@ ffffffffc0b00000 t ext4_fill_super\t[ext4]
         );
         assert!(k.lookup(0x1000).is_none());
         assert!(k.lookup(0xffffffffc0b00000 + MAX_SYMBOL_SPAN).is_none());
+    }
+
+    #[test]
+    fn names_spanning_many_chunks_stay_whole() {
+        // 200 names of ~1 KiB fill four chunks; each must come back whole.
+        let name = |i: usize| format!("f{i:04}_{}", "x".repeat(1000 + i % 7));
+        let text: String = (0..200)
+            .rev()
+            .map(|i| {
+                format!(
+                    "{:016x} t {}\n",
+                    0xffffffff81000000u64 + i as u64 * 16,
+                    name(i)
+                )
+            })
+            .collect();
+        let k = KernelSymbols::parse(text.as_bytes()).unwrap();
+        assert_eq!(k.len(), 200);
+        assert!(k.names.len() >= 3);
+        for i in 0..200 {
+            let hit = k.lookup(0xffffffff81000000 + i as u64 * 16 + 3).unwrap();
+            assert_eq!(hit.name, name(i));
+        }
     }
 
     #[test]

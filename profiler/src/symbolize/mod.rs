@@ -194,6 +194,12 @@ impl ObjectSymbols {
             }
             _ => None,
         };
+        // Parsing read symbol tables and inflated compressed sections: those
+        // pages are not needed again, and the first window loads many
+        // objects at once, so they leave RSS now rather than at its end.
+        for f in &files {
+            f.release_pages();
+        }
         Self {
             elf,
             dwarf,

@@ -175,6 +175,14 @@ async fn pipeline(
 /// blocks above a (growing) threshold with their own mmap, so every window
 /// faulted its tables and buffers in afresh. [`return_free_memory`] decides
 /// instead, once per window.
+///
+/// It also keeps one arena for all threads. By default each thread that
+/// allocates gets its own (up to 8 per CPU), and what one thread frees
+/// cannot serve another: start-up's BTF parse stayed free in the main heap
+/// while the symbolizing thread grew its own arena for the first window.
+/// With one arena the 19 Hz high-water mark went from 35 to 30 MiB. The
+/// threads rarely allocate at the same time (no allocation per sample), so
+/// they seldom wait on its lock.
 fn tune_allocator() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only changes allocator parameters; called before any
@@ -183,6 +191,20 @@ fn tune_allocator() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
         // glibc's largest mmap threshold (the dynamic one's ceiling).
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+/// Gives back the pages start-up used and freed: aya's `EbpfLoader::new`
+/// parses the whole kernel BTF (19 MiB of heap at its peak, measured with
+/// heaptrack) before the loader is told to use none, and the tables of the
+/// processes already running are compiled. With [`tune_allocator`] glibc
+/// would keep those pages in the daemon's RSS until the first window trims.
+fn release_startup_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -302,6 +324,7 @@ async fn session(settings: Settings) -> Result<()> {
     // Targets are read before sampling starts, so their first samples
     // already carry what BPF needs to know about them (Go state).
     ingest.prime(&settings.sampling.pids);
+    release_startup_memory();
     loaded.attach()?;
     let cpus = loaded.cpus.len();
     info!(

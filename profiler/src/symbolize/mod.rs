@@ -66,6 +66,43 @@ pub struct ObjectInfo {
     pub go_build_id: Option<String>,
 }
 
+/// An object's DWARF, parsed when the object is or on first need.
+enum Dwarf {
+    /// None found, or unusable.
+    Absent,
+    /// Found, not parsed yet.
+    Deferred(DwarfSource),
+    Loaded(Box<DwarfInfo>),
+}
+
+/// Where an object's DWARF is: the file holding it and its dwz file.
+struct DwarfSource {
+    /// The object's path, for messages.
+    path: String,
+    owner: Arc<Bytes>,
+    sup: Option<Arc<Bytes>>,
+}
+
+impl DwarfSource {
+    fn load(&self) -> Dwarf {
+        fn parse(b: &Arc<Bytes>) -> Result<object::File<'_>, String> {
+            object::File::parse(&***b).map_err(|e| e.to_string())
+        }
+        let loaded = parse(&self.owner).and_then(|file| {
+            let sup_file = self.sup.as_ref().map(parse).transpose()?;
+            let sup = sup_file.as_ref().zip(self.sup.as_ref());
+            DwarfInfo::load(&file, &self.owner, sup).map_err(|e| e.to_string())
+        });
+        match loaded {
+            Ok(d) => Dwarf::Loaded(Box::new(d)),
+            Err(e) => {
+                debug!("{}: unusable DWARF: {e}", self.path);
+                Dwarf::Absent
+            }
+        }
+    }
+}
+
 /// Strings shared by many frames (function and file names).
 #[derive(Default)]
 struct Interner(HashSet<Arc<str>>);
@@ -93,7 +130,7 @@ const PERF_MAP_RECHECK: Duration = Duration::from_secs(1);
 /// Parsed symbol sources of one object and its address cache.
 pub struct ObjectSymbols {
     elf: ElfSymbols,
-    dwarf: Option<DwarfInfo>,
+    dwarf: Dwarf,
     /// Go's own function table: names, lines and inline frames even when
     /// stripped; preferred over DWARF for Go code.
     go: Option<GoTable>,
@@ -109,7 +146,7 @@ impl ObjectSymbols {
     pub fn load(obj: &ObjectFile) -> Self {
         let empty = Self {
             elf: ElfSymbols::default(),
-            dwarf: None,
+            dwarf: Dwarf::Absent,
             go: None,
             cache: HashMap::new(),
             info: ObjectInfo::default(),
@@ -167,32 +204,38 @@ impl ObjectSymbols {
         };
         let mut files = vec![Arc::clone(&obj.bytes)];
         files.extend(debug.as_ref().map(|(_, b)| Arc::clone(b)));
-        let dwarf = match (dw_file, dw_owner) {
+        let source = match (dw_file, dw_owner) {
             (Some(file), Some(owner)) => {
-                let sup_bytes = debuginfo::find_alt(
+                let sup = debuginfo::find_alt(
                     &obj.root,
                     dw_path
                         .as_deref()
                         .unwrap_or(std::path::Path::new(&obj.path)),
                     file,
                 );
-                let sup_file = sup_bytes
-                    .as_ref()
-                    .and_then(|b| object::File::parse(&***b).ok());
-                files.extend(sup_bytes.clone());
-                let sup = sup_file.as_ref().zip(sup_bytes.as_ref());
-                match DwarfInfo::load(file, owner, sup) {
-                    Ok(d) => {
-                        info.has_dwarf = true;
-                        Some(d)
-                    }
-                    Err(e) => {
-                        debug!("{}: unusable DWARF: {e}", obj.path);
-                        None
-                    }
-                }
+                files.extend(sup.clone());
+                Some(DwarfSource {
+                    path: obj.path.clone(),
+                    owner: Arc::clone(owner),
+                    sup,
+                })
             }
             _ => None,
+        };
+        let dwarf = match source {
+            // Go's own table names Go code (with inlining and lines); DWARF
+            // is read only for code it does not cover (cgo, C libraries
+            // linked in), which most Go programs never run.
+            Some(source) if go.is_some() => {
+                info.has_dwarf = true;
+                Dwarf::Deferred(source)
+            }
+            Some(source) => {
+                let dwarf = source.load();
+                info.has_dwarf = matches!(dwarf, Dwarf::Loaded(_));
+                dwarf
+            }
+            None => Dwarf::Absent,
         };
         // Parsing read symbol tables and inflated compressed sections: those
         // pages are not needed again, and the first window loads many
@@ -227,7 +270,10 @@ impl ObjectSymbols {
                 });
             }
         }
-        if let (true, Some(d)) = (frames.is_empty(), &self.dwarf) {
+        if let (true, Dwarf::Deferred(source)) = (frames.is_empty(), &self.dwarf) {
+            self.dwarf = source.load();
+        }
+        if let (true, Dwarf::Loaded(d)) = (frames.is_empty(), &self.dwarf) {
             for f in d.frames(addr) {
                 let (name, system_name) = names(f.name.as_deref().unwrap_or(""), strings);
                 frames.push(SymFrame {
@@ -576,6 +622,27 @@ mod tests {
         assert!(!sym.object_info(&obj).has_dwarf);
         // An address in no function has no frames.
         assert!(sym.object_frames(&obj, 0x10).is_empty());
+    }
+
+    #[test]
+    fn go_binaries_read_dwarf_only_for_code_their_table_misses() {
+        let Some((_, go)) = testutil::go_toolchains().pop() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let src = "package main\n\nfunc main() { println(\"hi\") }\n";
+        let bin = testutil::build_go(&go, dir.path(), "hello", src, &[]);
+        let obj = object_of(&bin);
+        let mut syms = ObjectSymbols::load(&obj);
+        assert!(syms.info.is_go && syms.info.has_dwarf);
+        assert!(matches!(syms.dwarf, Dwarf::Deferred(_)));
+        let mut strings = Interner::default();
+        let frames = syms.lookup(address_of(&bin, "main.main") + 1, &mut strings);
+        assert_eq!(&*frames.last().unwrap().name, "main.main");
+        assert!(matches!(syms.dwarf, Dwarf::Deferred(_)));
+        // An address Go's table does not cover: DWARF is read now.
+        assert!(syms.lookup(1, &mut strings).is_empty());
+        assert!(matches!(syms.dwarf, Dwarf::Loaded(_)));
     }
 
     #[test]

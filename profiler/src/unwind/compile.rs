@@ -295,7 +295,12 @@ struct Span {
     end: u64,
     rule: Result<Rule, Unsupported>,
     source: Source,
+    /// Its place in the list, so that of spans starting at one address the
+    /// later still wins after an in-place sort.
+    seq: u32,
 }
+
+const _: () = assert!(std::mem::size_of::<Span>() == 32);
 
 /// Runs every FDE of `section` and appends its rows to `spans`, skipping
 /// FDEs that overlap one of `shadow` (sorted (start, end) ranges).
@@ -355,6 +360,7 @@ fn collect<'d, S: UnwindSection<Slice<'d>>>(
                                 last.end = row.end_address();
                             }
                             _ => spans.push(Span {
+                                seq: spans.len() as u32,
                                 start: row.start_address(),
                                 end: row.end_address(),
                                 rule,
@@ -572,6 +578,7 @@ fn plt_spans(file: &object::File<'_>, spans: &mut Vec<Span>, report: &mut Report
         } else {
             // Plain `jmp *GOT(%rip)` stubs: nothing pushed.
             spans.push(Span {
+                seq: spans.len() as u32,
                 start,
                 end: start + size,
                 rule: Ok(Rule::encode(Cfa::SpOffset(8), FpRule::Same).unwrap_or(Rule::UNSUPPORTED)),
@@ -592,6 +599,7 @@ fn lazy_plt_spans(start: u64, code: &[u8], spans: &mut Vec<Span>) {
     let end = start + code.len() as u64;
     let unsupported = |spans: &mut Vec<Span>| {
         spans.push(Span {
+            seq: spans.len() as u32,
             start,
             end,
             rule: Err(Unsupported::PltLayout),
@@ -621,12 +629,14 @@ fn lazy_plt_spans(start: u64, code: &[u8], spans: &mut Vec<Span>) {
     let rule = |cfa| Ok(Rule::encode(cfa, FpRule::Same).unwrap_or(Rule::UNSUPPORTED));
     let after_header_push = start + header_push + 6;
     spans.push(Span {
+        seq: spans.len() as u32,
         start,
         end: after_header_push,
         rule: rule(Cfa::SpOffset(16)),
         source: Source::Plt,
     });
     spans.push(Span {
+        seq: spans.len() as u32,
         start: after_header_push,
         end: start + 16,
         rule: rule(Cfa::SpOffset(24)),
@@ -634,6 +644,7 @@ fn lazy_plt_spans(start: u64, code: &[u8], spans: &mut Vec<Span>) {
     });
     if end > start + 16 {
         spans.push(Span {
+            seq: spans.len() as u32,
             start: start + 16,
             end,
             rule: rule(Cfa::Plt {
@@ -655,7 +666,9 @@ fn build_rows(
     mut spans: Vec<Span>,
     report: &mut Report,
 ) -> Result<Vec<Row>, CompileError> {
-    spans.sort_by_key(|s| s.start);
+    // In place: a stable sort's buffer as large as the list was a third of
+    // the compile's peak memory for large objects.
+    spans.sort_unstable_by_key(|s| (s.start, s.seq));
     let rel = |addr: u64| {
         addr.checked_sub(base)
             .and_then(|rel| u32::try_from(rel).ok())
@@ -719,6 +732,7 @@ mod tests {
 
     fn span(start: u64, end: u64, rule: Result<Rule, Unsupported>) -> Span {
         Span {
+            seq: 0,
             start,
             end,
             rule,
@@ -728,6 +742,19 @@ mod tests {
 
     fn rows(v: &[(u32, Rule)]) -> Vec<Row> {
         v.iter().map(|&(pc, rule)| Row { pc, rule }).collect()
+    }
+
+    #[test]
+    fn of_spans_starting_together_the_later_listed_wins() {
+        let later = Span {
+            seq: 1,
+            ..span(0x1000, 0x1010, Ok(sp(16)))
+        };
+        let earlier = span(0x1000, 0x1020, Ok(sp(8)));
+        let mut report = Report::default();
+        let got = build_rows(0x1000, vec![later, earlier], &mut report).unwrap();
+        assert_eq!(got, rows(&[(0x00, sp(16)), (0x10, Rule::NO_INFO)]));
+        assert_eq!(report.overlaps, 1);
     }
 
     #[test]

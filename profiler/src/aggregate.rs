@@ -66,12 +66,18 @@ pub struct Observation<'a> {
     pub go: Option<&'a GoSample>,
 }
 
+/// Sample times of one key, the first one inline, so that a key seen once
+/// in a window (a short-lived thread, a goroutine sampled once) costs no
+/// allocation: with a `Vec` each new key allocated
+/// (`tests/allocations.rs`: 64,010 allocations for 64,000 such samples, now 10).
+pub type Times = smallvec::SmallVec<[u64; 1]>;
+
 /// Samples with one key.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SampleCount {
     pub count: u64,
     /// CLOCK_MONOTONIC time of each sample, in arrival order.
-    pub times_ns: Vec<u64>,
+    pub times_ns: Times,
 }
 
 /// A point in time on both clocks.
@@ -375,7 +381,7 @@ mod tests {
         let (k, c) = s[0];
         assert_eq!((k.tid, &**w.comm(k.comm)), (11, "worker"));
         assert_eq!(c.count, 2);
-        assert_eq!(c.times_ns, [5, 7]);
+        assert_eq!(c.times_ns.as_slice(), [5, 7]);
         assert_eq!(w.process_count(), 1);
         assert_eq!(w.stacks.len(), 1);
     }

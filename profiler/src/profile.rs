@@ -147,7 +147,7 @@ pub struct Sample {
     pub stack: u32,
     pub count: u64,
     /// Wall-clock time of each sample (ns since the epoch).
-    pub times_ns: Vec<u64>,
+    pub times_ns: crate::aggregate::Times,
 }
 
 /// A symbolized window.
@@ -556,7 +556,7 @@ pub fn example() -> Profile {
                 go: None,
                 stack: 0,
                 count: 3,
-                times_ns: vec![1, 2, 3],
+                times_ns: [1, 2, 3].into_iter().collect(),
             },
             Sample {
                 process: 0,
@@ -566,7 +566,7 @@ pub fn example() -> Profile {
                 go: None,
                 stack: 1,
                 count: 2,
-                times_ns: vec![4, 5],
+                times_ns: [4, 5].into_iter().collect(),
             },
         ],
     }
@@ -663,7 +663,7 @@ mod tests {
         assert_eq!(profile.start_ns, 1_000);
         assert_eq!(profile.duration_ns, 1_000);
         assert_eq!(profile.samples.len(), 2);
-        assert_eq!(profile.samples[0].times_ns, [1_010, 1_020]);
+        assert_eq!(profile.samples[0].times_ns.as_slice(), [1_010, 1_020]);
         // Two distinct locations, two mappings, one process.
         assert_eq!(profile.locations.len(), 2);
         assert_eq!(profile.mappings.len(), 2);

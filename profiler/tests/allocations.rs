@@ -42,8 +42,12 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// The count is process-wide: one test at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn known_stacks_cost_no_allocation_per_sample() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // 64 distinct stacks (30 user + 6 kernel frames) on 4 threads, 2 CPUs.
     let records = common::own_records(64, 11);
     let metrics = Arc::new(Metrics::default());
@@ -73,4 +77,37 @@ fn known_stacks_cost_no_allocation_per_sample() {
         "{allocations} allocations for {samples} samples ({:.4} per sample)",
         allocations as f64 / samples as f64
     );
+}
+
+#[test]
+fn samples_of_keys_seen_once_cost_no_allocation_each() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Goroutines and short-lived threads make most keys of a window unique:
+    // here every sample has a thread id of its own, on known stacks.
+    let records = common::own_records(64, 13);
+    let metrics = Arc::new(Metrics::default());
+    let mut ingest = Ingest::new(Arc::clone(&metrics), common::start(), None);
+    for r in &records {
+        ingest.record(r);
+    }
+    const TID_OFFSET: usize = 20;
+    let mut buf = records.iter().map(|r| r.to_vec()).collect::<Vec<_>>();
+    let rounds = 1000u32;
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for round in 0..rounds {
+        for (i, r) in buf.iter_mut().enumerate() {
+            let tid = 1_000_000 + round * records.len() as u32 + i as u32;
+            r[TID_OFFSET..TID_OFFSET + 4].copy_from_slice(&tid.to_ne_bytes());
+            ingest.record(r);
+        }
+    }
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let samples = u64::from(rounds) * records.len() as u64;
+    assert_eq!(ingest.window_samples(), samples + records.len() as u64);
+    // What remains is the window's table doubling: about log2(samples).
+    assert!(
+        allocations <= 64,
+        "{allocations} allocations for {samples} samples, each of a new key"
+    );
+    eprintln!("{allocations} allocations for {samples} samples, each of a new key");
 }

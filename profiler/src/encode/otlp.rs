@@ -678,7 +678,7 @@ mod tests {
         let mut p = example();
         // A duplicate identity (same stack, thread, name, cpu) split in two.
         let mut dup = p.samples[0].clone();
-        dup.times_ns = vec![10, 11];
+        dup.times_ns = [10, 11].into_iter().collect();
         dup.count = 2;
         p.samples.push(dup);
         let mut res = settings();

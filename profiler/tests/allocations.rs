@@ -45,17 +45,22 @@ static GLOBAL: Counting = Counting;
 /// The count is process-wide: one test at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-#[test]
-fn known_stacks_cost_no_allocation_per_sample() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    // 64 distinct stacks (30 user + 6 kernel frames) on 4 threads, 2 CPUs.
-    let records = common::own_records(64, 11);
-    let metrics = Arc::new(Metrics::default());
-    let mut ingest = Ingest::new(Arc::clone(&metrics), common::start(), None);
-    // First sight: /proc read, objects mapped, stacks and names interned.
+/// 64 records of distinct stacks (30 user + 6 kernel frames) on 4 threads
+/// and 2 CPUs, and an ingest that has seen each once: /proc read, objects
+/// mapped, stacks and names interned.
+fn seen_once(seed: u64) -> (Vec<Vec<u8>>, Ingest) {
+    let records = common::own_records(64, seed);
+    let mut ingest = Ingest::new(Arc::new(Metrics::default()), common::start(), None);
     for r in &records {
         ingest.record(r);
     }
+    (records, ingest)
+}
+
+#[test]
+fn known_stacks_cost_no_allocation_per_sample() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (records, mut ingest) = seen_once(11);
     let rounds = 1000;
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     for _ in 0..rounds {
@@ -82,14 +87,9 @@ fn known_stacks_cost_no_allocation_per_sample() {
 #[test]
 fn samples_of_keys_seen_once_cost_no_allocation_each() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    // Goroutines and short-lived threads make most keys of a window unique:
-    // here every sample has a thread id of its own, on known stacks.
-    let records = common::own_records(64, 13);
-    let metrics = Arc::new(Metrics::default());
-    let mut ingest = Ingest::new(Arc::clone(&metrics), common::start(), None);
-    for r in &records {
-        ingest.record(r);
-    }
+    // Short-lived threads and goroutines make keys seen once: here every
+    // sample has a thread id of its own, on known stacks.
+    let (records, mut ingest) = seen_once(13);
     const TID_OFFSET: usize = 20;
     let mut buf = records.iter().map(|r| r.to_vec()).collect::<Vec<_>>();
     let rounds = 1000u32;

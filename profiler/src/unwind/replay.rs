@@ -51,7 +51,8 @@ pub struct MappedFile {
 pub struct Capture {
     /// The interrupted registers.
     pub regs: Regs,
-    /// Address of `stack[0]` (normally `regs.sp`).
+    /// Address of `stack[0]`: `regs.sp`, or a little below it (gdb's
+    /// captures keep 256 bytes under sp, which BPF can read too).
     pub stack_addr: u64,
     /// Stack memory up to the top of the stack mapping.
     pub stack: Vec<u8>,
@@ -493,6 +494,10 @@ mod tests {
 
     const GDB_SCRIPT: &str = r#"
 import gdb, os
+# Bytes below the stack pointer captured too: just after an epilogue's
+# `pop %rbp` some CFI (libgcc_s's) still says rbp is saved at CFA - 16,
+# i.e. just below sp, which the BPF program reads like any user memory.
+BELOW_SP = 256
 out = os.environ["UNWIND_CAPTURE_DIR"]
 gdb.execute("set backtrace past-main on")
 gdb.execute("set backtrace past-entry on")
@@ -510,11 +515,11 @@ for line in maps.splitlines():
     f = line.split()
     lo, hi = [int(x, 16) for x in f[0].split("-")]
     if lo <= rsp < hi:
-        top = hi
+        top, base = hi, max(lo, rsp - BELOW_SP)
     if len(f) > 5 and f[5] == "[vdso]":
         open(out + "/vdso.so", "wb").write(bytes(inf.read_memory(lo, hi - lo)))
-open(out + "/stack.bin", "wb").write(bytes(inf.read_memory(rsp, top - rsp)))
-lines = ["%x %x %x" % (rip, rsp, rbp)]
+open(out + "/stack.bin", "wb").write(bytes(inf.read_memory(base, top - base)))
+lines = ["%x %x %x %x" % (rip, rsp, rbp, base)]
 f = frame
 while f is not None:
     if f.type() != gdb.INLINE_FRAME:
@@ -623,7 +628,7 @@ open(out + "/frames", "w").write("\n".join(lines) + "\n")
                 sp: regs[1],
                 fp: regs[2],
             },
-            stack_addr: regs[1],
+            stack_addr: regs[3],
             stack: std::fs::read(dir.join("stack.bin")).unwrap(),
             mappings,
         };

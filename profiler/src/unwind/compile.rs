@@ -295,8 +295,9 @@ struct Span {
     end: u64,
     rule: Result<Rule, Unsupported>,
     source: Source,
-    /// Its place in the list, so that of spans starting at one address the
-    /// later still wins after an in-place sort.
+    /// Its place in the list, set by [`build_rows`] before sorting, so that
+    /// of spans starting at one address the later listed still wins after an
+    /// in-place sort.
     seq: u32,
 }
 
@@ -360,7 +361,7 @@ fn collect<'d, S: UnwindSection<Slice<'d>>>(
                                 last.end = row.end_address();
                             }
                             _ => spans.push(Span {
-                                seq: spans.len() as u32,
+                                seq: 0,
                                 start: row.start_address(),
                                 end: row.end_address(),
                                 rule,
@@ -578,7 +579,7 @@ fn plt_spans(file: &object::File<'_>, spans: &mut Vec<Span>, report: &mut Report
         } else {
             // Plain `jmp *GOT(%rip)` stubs: nothing pushed.
             spans.push(Span {
-                seq: spans.len() as u32,
+                seq: 0,
                 start,
                 end: start + size,
                 rule: Ok(Rule::encode(Cfa::SpOffset(8), FpRule::Same).unwrap_or(Rule::UNSUPPORTED)),
@@ -599,7 +600,7 @@ fn lazy_plt_spans(start: u64, code: &[u8], spans: &mut Vec<Span>) {
     let end = start + code.len() as u64;
     let unsupported = |spans: &mut Vec<Span>| {
         spans.push(Span {
-            seq: spans.len() as u32,
+            seq: 0,
             start,
             end,
             rule: Err(Unsupported::PltLayout),
@@ -629,14 +630,14 @@ fn lazy_plt_spans(start: u64, code: &[u8], spans: &mut Vec<Span>) {
     let rule = |cfa| Ok(Rule::encode(cfa, FpRule::Same).unwrap_or(Rule::UNSUPPORTED));
     let after_header_push = start + header_push + 6;
     spans.push(Span {
-        seq: spans.len() as u32,
+        seq: 0,
         start,
         end: after_header_push,
         rule: rule(Cfa::SpOffset(16)),
         source: Source::Plt,
     });
     spans.push(Span {
-        seq: spans.len() as u32,
+        seq: 0,
         start: after_header_push,
         end: start + 16,
         rule: rule(Cfa::SpOffset(24)),
@@ -644,7 +645,7 @@ fn lazy_plt_spans(start: u64, code: &[u8], spans: &mut Vec<Span>) {
     });
     if end > start + 16 {
         spans.push(Span {
-            seq: spans.len() as u32,
+            seq: 0,
             start: start + 16,
             end,
             rule: rule(Cfa::Plt {
@@ -668,6 +669,9 @@ fn build_rows(
 ) -> Result<Vec<Row>, CompileError> {
     // In place: a stable sort's buffer as large as the list was a third of
     // the compile's peak memory for large objects.
+    for (i, s) in spans.iter_mut().enumerate() {
+        s.seq = i as u32;
+    }
     spans.sort_unstable_by_key(|s| (s.start, s.seq));
     let rel = |addr: u64| {
         addr.checked_sub(base)
@@ -746,15 +750,26 @@ mod tests {
 
     #[test]
     fn of_spans_starting_together_the_later_listed_wins() {
-        let later = Span {
-            seq: 1,
-            ..span(0x1000, 0x1010, Ok(sp(16)))
-        };
-        let earlier = span(0x1000, 0x1020, Ok(sp(8)));
+        // 100 spans at 0x1000 (the last listed 8 bytes long), each followed
+        // in the list by one of 100 spans further up in descending order, so
+        // that the sort has to move everything.
+        let mut spans = Vec::new();
+        for i in (1..=100u32).rev() {
+            spans.push(span(0x1000, 0x1000 + u64::from(i) * 8, Ok(sp(8))));
+            let at = 0x2000 + u64::from(i) * 16;
+            spans.push(span(at, at + 8, Ok(sp(16))));
+        }
         let mut report = Report::default();
-        let got = build_rows(0x1000, vec![later, earlier], &mut report).unwrap();
-        assert_eq!(got, rows(&[(0x00, sp(16)), (0x10, Rule::NO_INFO)]));
-        assert_eq!(report.overlaps, 1);
+        let got = build_rows(0x1000, spans, &mut report).unwrap();
+        let mut want = vec![(0x00, sp(8)), (0x08, Rule::NO_INFO)];
+        for i in 1..=100u32 {
+            want.extend([
+                (0x1000 + i * 16, sp(16)),
+                (0x1000 + i * 16 + 8, Rule::NO_INFO),
+            ]);
+        }
+        assert_eq!(got, rows(&want));
+        assert_eq!(report.overlaps, 99);
     }
 
     #[test]

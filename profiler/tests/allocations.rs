@@ -90,7 +90,7 @@ fn samples_of_keys_seen_once_cost_no_allocation_each() {
     // Short-lived threads and goroutines make keys seen once: here every
     // sample has a thread id of its own, on known stacks.
     let (records, mut ingest) = seen_once(13);
-    const TID_OFFSET: usize = 20;
+    const TID_OFFSET: usize = std::mem::offset_of!(profiler_common::SampleHeader, tid);
     let mut buf = records.iter().map(|r| r.to_vec()).collect::<Vec<_>>();
     let rounds = 1000u32;
     let before = ALLOCATIONS.load(Ordering::Relaxed);

@@ -99,7 +99,8 @@ fn crc32(bytes: &[u8]) -> u32 {
 /// Maps `path` if it is a debug file for an object with `refs`.
 pub fn open_matching(path: &Path, check: Check, refs: &DebugRefs) -> Option<Arc<Bytes>> {
     let file = std::fs::File::open(path).ok()?;
-    // SAFETY: read-only private mapping of a regular file.
+    // SAFETY: read-only shared mapping of a regular file (see
+    // `Bytes::release_pages` for what that allows).
     let map = unsafe { Mmap::map(&file) }.ok()?;
     let ok = match check {
         Check::BuildId => {

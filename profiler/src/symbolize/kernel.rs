@@ -121,6 +121,9 @@ impl KernelSymbols {
         out.syms.sort_unstable_by_key(|s| (s.addr, s.name_start));
         out.syms.dedup_by_key(|s| s.addr);
         out.syms.shrink_to_fit();
+        if let Some(last) = out.names.last_mut() {
+            last.shrink_to_fit();
+        }
         Ok(out)
     }
 
@@ -222,8 +225,9 @@ ffffffffc0b00000 t ext4_fill_super\t[ext4]
     #[test]
     fn parses_core_and_module_symbols() {
         let k = KernelSymbols::parse(SNIPPET.as_bytes()).unwrap();
-        // _stext and startup_64 share an address: one kept.
+        // _stext and startup_64 share an address: the first listed is kept.
         assert_eq!(k.len(), 6);
+        assert_eq!(k.lookup(0xffffffff81000000).unwrap().name, "_stext");
         let hit = k.lookup(0xffffffff81001010).unwrap();
         assert_eq!((hit.name, hit.module), ("do_one_initcall", None));
         let hit = k.lookup(0xffffffffc0a00010).unwrap();

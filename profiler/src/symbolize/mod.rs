@@ -56,7 +56,9 @@ pub struct SymFrame {
 /// What is known about an object's debug information.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObjectInfo {
-    /// DWARF was found (in the file or a separate debug file).
+    /// DWARF was found (in the file or a separate debug file) and, except
+    /// for Go binaries, parsed: theirs is parsed on first need, and Go's
+    /// own table gives their Go code lines and inline frames meanwhile.
     pub has_dwarf: bool,
     /// The separate debug file used, if any.
     pub debug_file: Option<PathBuf>,
@@ -142,7 +144,8 @@ pub struct ObjectSymbols {
 }
 
 impl ObjectSymbols {
-    /// Parses `obj`'s symbol table and DWARF (finding a separate debug file).
+    /// Parses `obj`'s symbol table and DWARF (finding a separate debug file;
+    /// a Go binary's DWARF waits until its own table misses an address).
     pub fn load(obj: &ObjectFile) -> Self {
         let empty = Self {
             elf: ElfSymbols::default(),
@@ -237,19 +240,26 @@ impl ObjectSymbols {
             }
             None => Dwarf::Absent,
         };
-        // Parsing read symbol tables and inflated compressed sections: those
-        // pages are not needed again, and the first window loads many
-        // objects at once, so they leave RSS now rather than at its end.
-        for f in &files {
-            f.release_pages();
-        }
-        Self {
+        let syms = Self {
             elf,
             dwarf,
             go,
             cache: HashMap::new(),
             info,
             files,
+        };
+        // Parsing read symbol tables and inflated compressed sections: those
+        // pages are not needed again, and the first window loads many
+        // objects at once, so they leave RSS now rather than at its end.
+        syms.release_pages();
+        syms
+    }
+
+    /// Drops the pages of the files it reads from RSS (they fault back in
+    /// from the page cache when read again).
+    fn release_pages(&self) {
+        for f in &self.files {
+            f.release_pages();
         }
     }
 
@@ -517,9 +527,7 @@ impl Symbolizer {
             self.objects.retain(|_, e| e.last_used >= cutoff);
         }
         for e in self.objects.values() {
-            for f in &e.syms.files {
-                f.release_pages();
-            }
+            e.syms.release_pages();
         }
         self.perf_maps.retain(|id, _| live_processes.contains(id));
         // Drop interned strings no cache refers to any more.

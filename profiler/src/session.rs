@@ -197,9 +197,9 @@ fn tune_allocator() {
 
 /// Gives back the pages start-up used and freed: aya's `EbpfLoader::new`
 /// parses the whole kernel BTF (19 MiB of heap at its peak, measured with
-/// heaptrack) before the loader is told to use none, and the tables of the
-/// processes already running are compiled. With [`tune_allocator`] glibc
-/// would keep those pages in the daemon's RSS until the first window trims.
+/// heaptrack) before the loader is told to use none. With
+/// [`tune_allocator`] glibc would keep those pages in the daemon's RSS until
+/// the first window trims.
 fn release_startup_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free memory.

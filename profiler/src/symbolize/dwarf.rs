@@ -832,8 +832,6 @@ impl InlinedFunction {
     }
 }
 
-/// The name an abstract origin or specification points at, possibly in
-/// another unit or in the supplementary file.
 /// Takes a function's name from `attr` if it gives one: a linkage name
 /// wins over a plain name, which wins over the name of an abstract origin or
 /// specification (as addr2line orders them).
@@ -861,6 +859,8 @@ fn read_name(
     Ok(())
 }
 
+/// The name an abstract origin or specification points at, possibly in
+/// another unit or in the supplementary file.
 fn name_attr(
     attr: AttributeValue<Reader>,
     file: DebugFile,

@@ -195,12 +195,8 @@ fn tune_allocator() {
     }
 }
 
-/// Gives back the pages start-up used and freed: aya's `EbpfLoader::new`
-/// parses the whole kernel BTF (19 MiB of heap at its peak, measured with
-/// heaptrack) before the loader is told to use none. With
-/// [`tune_allocator`] glibc would keep those pages in the daemon's RSS until
-/// the first window trims.
-fn release_startup_memory() {
+/// Returns the allocator's free pages to the kernel.
+fn trim_heap() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free memory.
     unsafe {
@@ -213,12 +209,13 @@ fn release_startup_memory() {
 /// thread freed in that thread's arena (64 MiB reservations), and with
 /// [`tune_allocator`] it no longer trims even the top of a heap by itself,
 /// so memory freed after a burst (a large binary's DWARF, a first window's
-/// tables) would otherwise stay in the daemon's RSS. Trimming after every window made the next window fault
-/// its working set in again: at 999 Hz, where a window's tables free ~30
-/// MiB, the kernel zeroing those pages was ~10% of the daemon's CPU. So a
-/// window trims only when the free memory grew by half over the previous
-/// window's (a burst) and is above [`TRIM_ABOVE_FREE`]; in a steady state
-/// each window reuses the pages the previous one freed.
+/// tables) would otherwise stay in the daemon's RSS. Trimming after every
+/// window made the next window fault its working set in again: at 999 Hz,
+/// where a window's tables free ~30 MiB, the kernel zeroing those pages was
+/// ~10% of the daemon's CPU. So a window trims only when the free memory
+/// grew by half over the previous window's (a burst) and is above
+/// [`TRIM_ABOVE_FREE`]; in a steady state each window reuses the pages the
+/// previous one freed.
 fn return_free_memory() {
     #[cfg(target_env = "gnu")]
     {
@@ -229,8 +226,7 @@ fn return_free_memory() {
         let previous = PREVIOUS_FREE.swap(free, Ordering::Relaxed);
         let trim = free > TRIM_ABOVE_FREE && free > previous + previous / 2;
         if trim {
-            // SAFETY: malloc_trim only releases free memory.
-            unsafe { libc::malloc_trim(0) };
+            trim_heap();
         }
         debug!(
             "heap: {} KiB free after the window ({} KiB after the previous), trimmed: {trim}",
@@ -324,7 +320,11 @@ async fn session(settings: Settings) -> Result<()> {
     // Targets are read before sampling starts, so their first samples
     // already carry what BPF needs to know about them (Go state).
     ingest.prime(&settings.sampling.pids);
-    release_startup_memory();
+    // Give back what start-up used and freed: aya's `EbpfLoader::new` parses
+    // the whole kernel BTF (19 MiB of heap at its peak, measured with
+    // heaptrack) before the loader is told to use none, and with
+    // `tune_allocator` glibc would keep those pages until the first window.
+    trim_heap();
     loaded.attach()?;
     let cpus = loaded.cpus.len();
     info!(

@@ -89,14 +89,14 @@ fn samples_of_keys_seen_once_cost_no_allocation_each() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // Short-lived threads and goroutines make keys seen once: here every
     // sample has a thread id of its own, on known stacks.
-    let (records, mut ingest) = seen_once(13);
+    let (mut records, mut ingest) = seen_once(13);
     const TID_OFFSET: usize = std::mem::offset_of!(profiler_common::SampleHeader, tid);
-    let mut buf = records.iter().map(|r| r.to_vec()).collect::<Vec<_>>();
+    let per_round = records.len() as u32;
     let rounds = 1000u32;
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     for round in 0..rounds {
-        for (i, r) in buf.iter_mut().enumerate() {
-            let tid = 1_000_000 + round * records.len() as u32 + i as u32;
+        for (i, r) in records.iter_mut().enumerate() {
+            let tid = 1_000_000 + round * per_round + i as u32;
             r[TID_OFFSET..TID_OFFSET + 4].copy_from_slice(&tid.to_ne_bytes());
             ingest.record(r);
         }

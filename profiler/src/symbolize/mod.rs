@@ -350,6 +350,8 @@ struct PerfMapEntry {
 #[derive(Default)]
 struct KernelState {
     syms: Option<KernelSymbols>,
+    /// Frames by symbol index (names are stored deflated), for `syms`.
+    frames: HashMap<u32, Arc<[SymFrame]>>,
     loaded: Option<Instant>,
     build_id: Option<Option<Vec<u8>>>,
     warned: bool,
@@ -413,35 +415,51 @@ impl Symbolizer {
             .clone()
     }
 
-    fn kernel_symbols(&mut self) -> Option<&KernelSymbols> {
+    /// Reads kernel symbols when there are none yet or they are stale.
+    fn refresh_kernel_symbols(&mut self) {
         let stale = self
             .kernel
             .loaded
             .is_none_or(|t| t.elapsed() >= KALLSYMS_TTL);
-        if stale {
-            self.kernel.loaded = Some(Instant::now());
-            match KernelSymbols::load() {
-                Ok(k) => self.kernel.syms = Some(k),
-                Err(e) if !self.kernel.warned => {
-                    self.kernel.warned = true;
-                    warn!("kernel frames stay unsymbolized: {e}");
-                }
-                Err(_) => {}
-            }
+        if !stale {
+            return;
         }
-        self.kernel.syms.as_ref()
+        self.kernel.loaded = Some(Instant::now());
+        match KernelSymbols::load() {
+            Ok(k) => {
+                self.kernel.syms = Some(k);
+                self.kernel.frames.clear();
+            }
+            Err(e) if !self.kernel.warned => {
+                self.kernel.warned = true;
+                warn!("kernel frames stay unsymbolized: {e}");
+            }
+            Err(_) => {}
+        }
     }
 
     /// Frames of kernel address `addr`.
     pub fn kernel_frames(&mut self, addr: u64) -> Arc<[SymFrame]> {
-        let hit = self
-            .kernel_symbols()
-            .and_then(|k| k.lookup(addr))
-            .map(|h| (h.name.to_owned(), h.module.map(|m| format!("[{m}]"))));
-        let Some((name, module)) = hit else {
+        self.refresh_kernel_symbols();
+        let found = self
+            .kernel
+            .syms
+            .as_ref()
+            .and_then(|k| Some((k, k.lookup(addr)?)));
+        let Some((k, hit)) = found else {
             return Arc::from([]);
         };
-        self.named_frame(&name, module.as_deref().unwrap_or(""))
+        if let Some(frames) = self.kernel.frames.get(&hit.index) {
+            return Arc::clone(frames);
+        }
+        let (index, name) = (hit.index, k.name(hit.index));
+        let module = hit.module.map(|m| format!("[{m}]"));
+        let frames = self.named_frame(&name, module.as_deref().unwrap_or(""));
+        if self.kernel.frames.len() >= MAX_CACHED_ADDRESSES {
+            self.kernel.frames.clear();
+        }
+        self.kernel.frames.insert(index, Arc::clone(&frames));
+        frames
     }
 
     /// A location with one frame known only by name (and a file label).
@@ -459,7 +477,12 @@ impl Symbolizer {
 
     /// The kernel's text range from kallsyms and its build id.
     pub fn kernel_mapping(&mut self) -> ((u64, u64), Option<Vec<u8>>) {
-        let range = self.kernel_symbols().map_or((0, 0), KernelSymbols::range);
+        self.refresh_kernel_symbols();
+        let range = self
+            .kernel
+            .syms
+            .as_ref()
+            .map_or((0, 0), KernelSymbols::range);
         let build_id = self
             .kernel
             .build_id

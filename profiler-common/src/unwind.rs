@@ -372,7 +372,8 @@ impl TableSource for SliceTables<'_> {
 pub enum Outcome {
     /// The caller's registers were recovered.
     Continue = 0,
-    /// The stack ends here (undefined return address, or a zero one).
+    /// The stack ends here (undefined return address, or a zero one where
+    /// frame pointers are followed).
     EndOfStack = 1,
     /// No row covers the pc (no table for it, a gap between FDEs): the
     /// caller may apply [`Rule::FRAME_POINTER`].
@@ -387,11 +388,17 @@ pub enum Outcome {
     /// The table itself is inconsistent (a page or row index past its
     /// array, more rows in a page than the search can visit).
     BadTable = 6,
+    /// A table's rule found a zero return address. Code with call-frame
+    /// information ends its stacks with an undefined return address
+    /// (`_start`, `clone3`); a zero is what a frame whose saved slots were
+    /// overwritten shows (libgcc's unwinder installing a landing pad), so
+    /// the walk stopped short, not at the end.
+    ZeroReturn = 7,
 }
 
 impl Outcome {
     /// Every outcome, in value order.
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Continue,
         Outcome::EndOfStack,
         Outcome::NoRow,
@@ -399,6 +406,7 @@ impl Outcome {
         Outcome::Unsupported,
         Outcome::NoProgress,
         Outcome::BadTable,
+        Outcome::ZeroReturn,
     ];
 
     /// The outcome with wire value `v` (as in
@@ -421,6 +429,7 @@ impl Outcome {
             Outcome::Unsupported => "unsupported",
             Outcome::NoProgress => "no_progress",
             Outcome::BadTable => "bad_table",
+            Outcome::ZeroReturn => "zero_return",
         }
     }
 }
@@ -626,6 +635,12 @@ pub mod mapping_kind {
     pub const TABLE: u32 = 0;
     /// By frame pointers only (Go and JIT code, files without a table).
     pub const FRAME_POINTER: u32 = 1;
+    /// By frame pointers for now: code whose table is not loaded (still
+    /// compiling, or no room). Such code may use rbp as an ordinary
+    /// register, so a zero frame pointer proves nothing and the walk stops
+    /// there as [`Outcome::NoRow`](super::Outcome::NoRow), not as the end
+    /// of the stack.
+    pub const FRAME_POINTER_GUESS: u32 = 2;
 }
 
 /// One executable mapping of a process, as the unwinder sees it.
@@ -737,7 +752,11 @@ pub enum Via {
 ///   invent frames);
 /// - in a [`mapping_kind::FRAME_POINTER`] mapping a zero frame pointer is the
 ///   end of the stack (the ABI's outermost-frame marker, what Go's and
-///   glibc's thread starts leave);
+///   glibc's thread starts leave); in a
+///   [`mapping_kind::FRAME_POINTER_GUESS`] mapping it, or a zero return
+///   address, is [`Outcome::NoRow`];
+/// - a table's rule that finds a zero return address is
+///   [`Outcome::ZeroReturn`];
 /// - where a table has no row and the frame-pointer guess fails, the outcome
 ///   is [`Outcome::NoRow`]: the walk stopped for lack of information, not
 ///   because memory was unreadable.
@@ -757,10 +776,21 @@ where
     let pc = frame.lookup_pc();
     let mapping = find_mapping(list, pc).ok_or(Outcome::NoRow)?;
     if mapping.kind != mapping_kind::TABLE {
+        // Where frame pointers are only a guess, neither a zero frame
+        // pointer nor a zero return address says the stack ends.
+        let guess = mapping.kind != mapping_kind::FRAME_POINTER;
         if frame.regs.fp == 0 {
-            return Err(Outcome::EndOfStack);
+            return Err(if guess {
+                Outcome::NoRow
+            } else {
+                Outcome::EndOfStack
+            });
         }
-        return step(Rule::FRAME_POINTER, frame, mem).map(|f| (f, Via::FramePointer));
+        return match step(Rule::FRAME_POINTER, frame, mem) {
+            Ok(f) => Ok((f, Via::FramePointer)),
+            Err(Outcome::EndOfStack) if guess => Err(Outcome::NoRow),
+            Err(e) => Err(e),
+        };
     }
     let info = tables.table(mapping.table).ok_or(Outcome::BadTable)?;
     let rule = match find_rule(src, &info, pc.wrapping_sub(mapping.rel_base)) {
@@ -772,7 +802,11 @@ where
         }
         Err(e) => return Err(e),
     };
-    step(rule, frame, mem).map(|f| (f, Via::Table))
+    match step(rule, frame, mem) {
+        Ok(f) => Ok((f, Via::Table)),
+        Err(Outcome::EndOfStack) if rule.cfa() != Cfa::EndOfStack => Err(Outcome::ZeroReturn),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -1306,6 +1340,7 @@ mod tests {
         let l = list(&[
             entry(0x10000, 0x11000, mapping_kind::TABLE),
             entry(0x40000, 0x41000, mapping_kind::FRAME_POINTER),
+            entry(0x50000, 0x51000, mapping_kind::FRAME_POINTER_GUESS),
         ]);
         let mut m = Mem::default();
         // Table frame: RA at sp + 8.
@@ -1339,6 +1374,29 @@ mod tests {
         assert_eq!(
             next_frame(&src, &infos[..], &l, &end, &m),
             Err(Outcome::EndOfStack)
+        );
+        // Where frame pointers are only a guess, a zero one proves nothing.
+        let guess = regs(0x50020, 0x1000, 0);
+        assert_eq!(
+            next_frame(&src, &infos[..], &l, &guess, &m),
+            Err(Outcome::NoRow)
+        );
+        let guess = regs(0x50020, 0x1000, 0x2000);
+        let (g, via) = next_frame(&src, &infos[..], &l, &guess, &m).unwrap();
+        assert_eq!((g.regs.pc, via), (0x10020, Via::FramePointer));
+        // ...nor does a zero return address found by following one.
+        m.0.insert(0x6000, 0x7000);
+        m.0.insert(0x6008, 0);
+        let guess = regs(0x50020, 0x1000, 0x6000);
+        assert_eq!(
+            next_frame(&src, &infos[..], &l, &guess, &m),
+            Err(Outcome::NoRow)
+        );
+        // A table's rule finding a zero return address stopped short.
+        m.0.insert(0x5008, 0);
+        assert_eq!(
+            next_frame(&src, &infos[..], &l, &regs(0x10010, 0x5000, 0x2000), &m),
+            Err(Outcome::ZeroReturn)
         );
         // No row in a table mapping: the frame-pointer guess...
         let gap = regs(0x10180, 0x1000, 0x2000);

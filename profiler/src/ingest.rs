@@ -195,6 +195,7 @@ fn stack_end(h: &SampleHeader, tables: bool, m: &Metrics) -> Option<StackMark> {
         Some(Outcome::BadRead) => (&m.stacks_bad_read, Some(StackMark::BadRead)),
         Some(Outcome::NoProgress) => (&m.stacks_unwind_other, Some(StackMark::NoProgress)),
         Some(Outcome::BadTable) => (&m.stacks_unwind_other, Some(StackMark::BadTable)),
+        Some(Outcome::ZeroReturn) => (&m.stacks_unwind_other, Some(StackMark::ZeroReturn)),
         Some(Outcome::Unsupported) | None => (&m.stacks_unwind_other, Some(StackMark::Unsupported)),
     };
     metrics::inc(counter);
@@ -326,7 +327,7 @@ mod tests {
                 s.stacks_unwind_other,
                 s.stacks_frame_pointer
             ),
-            (1, 1, 1, 1, 4, 3)
+            (1, 1, 1, 1, 5, 3)
         );
         let flushed = ingest.flush(Instant2::now());
         let last = |i: u32| {
@@ -338,11 +339,11 @@ mod tests {
                 .unwrap()
         };
         let marks: Vec<FrameKey> = (0..flushed.window.stacks.len() as u32).map(last).collect();
-        assert_eq!(marks.len(), 11, "{marks:?}");
+        assert_eq!(marks.len(), 12, "{marks:?}");
         use StackMark::*;
         // Continue (the frame limit), EndOfStack (complete: no mark), NoRow,
-        // BadRead, Unsupported, NoProgress, BadTable, unknown, then the
-        // frame-pointer walks.
+        // BadRead, Unsupported, NoProgress, BadTable, ZeroReturn, unknown,
+        // then the frame-pointer walks.
         let want = [
             Some(Truncated),
             None,
@@ -351,6 +352,7 @@ mod tests {
             Some(Unsupported),
             Some(NoProgress),
             Some(BadTable),
+            Some(ZeroReturn),
             Some(Unsupported),
             Some(Truncated),
             None,

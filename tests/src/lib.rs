@@ -417,6 +417,23 @@ impl Pprof {
             .collect()
     }
 
+    /// A sample's user frames as `name (mapping @ address)`, for messages.
+    pub fn user_frames_described(&self, s: &pprof::protos::Sample) -> Vec<String> {
+        s.location_id
+            .iter()
+            .filter(|&&l| self.mapping_name(l) != "[kernel.kallsyms]")
+            .map(|&l| {
+                let name = self.lines(l).last().map(|x| x.0.clone());
+                format!(
+                    "{} ({} @ {:#x})",
+                    name.as_deref().unwrap_or("[unknown]"),
+                    self.mapping_name(l),
+                    self.location(l).address
+                )
+            })
+            .collect()
+    }
+
     /// A numeric label of a sample.
     pub fn label_num(&self, s: &pprof::protos::Sample, key: &str) -> Option<i64> {
         s.label

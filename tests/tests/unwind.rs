@@ -144,7 +144,7 @@ fn assert_incomplete_marked(name: &str, p: &Pprof) {
             Some(last) if last.starts_with("[truncated]") || last.starts_with("[unwind:") => {
                 marked += Pprof::count(s);
             }
-            Some(_) => *unmarked.entry(user).or_default() += Pprof::count(s),
+            Some(_) => *unmarked.entry(p.user_frames_described(s)).or_default() += Pprof::count(s),
         }
     }
     eprintln!(

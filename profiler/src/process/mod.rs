@@ -67,6 +67,8 @@ pub enum StackMark {
     NoProgress,
     /// An inconsistent table.
     BadTable,
+    /// A zero return address where the table promised one.
+    ZeroReturn,
     /// Walked by the kernel's frame-pointer walk although table unwinding
     /// is on (the process's first samples, before its mapping list is in):
     /// wrong wherever code has no frame pointers, and nothing says where.
@@ -83,6 +85,7 @@ impl StackMark {
             StackMark::Unsupported => "[unwind: unsupported]",
             StackMark::NoProgress => "[unwind: no_progress]",
             StackMark::BadTable => "[unwind: bad_table]",
+            StackMark::ZeroReturn => "[unwind: zero_return]",
             StackMark::FramePointers => "[unwind: frame_pointers]",
         }
     }

@@ -149,8 +149,8 @@ pub fn specs(space: &AddressSpace) -> Vec<MappingSpec> {
         .collect()
 }
 
-/// Sorts `entries` into a [`ProcMappings`], merging touching frame-pointer
-/// entries; the second value is the number of entries that did not fit.
+/// Sorts `entries` into a [`ProcMappings`], merging touching table-less
+/// entries of one kind; the second value is the number of entries that did not fit.
 pub fn build_list(mut entries: Vec<MappingEntry>) -> (ProcMappings, usize) {
     entries.retain(|e| e.start < e.end);
     entries.sort_by_key(|e| e.start);
@@ -161,10 +161,7 @@ pub fn build_list(mut entries: Vec<MappingEntry>) -> (ProcMappings, usize) {
                 // Overlapping mappings cannot be: keep the first.
                 continue;
             }
-            if e.kind == mapping_kind::FRAME_POINTER
-                && last.kind == mapping_kind::FRAME_POINTER
-                && e.start == last.end
-            {
+            if e.kind != mapping_kind::TABLE && e.kind == last.kind && e.start == last.end {
                 last.end = e.end;
                 continue;
             }
@@ -330,7 +327,7 @@ impl<S: TableStore> TableManager<S> {
                     end: spec.end,
                     rel_base: 0,
                     table: 0,
-                    kind: mapping_kind::FRAME_POINTER,
+                    kind: self.without_table(&spec.code),
                 },
             };
             entries.push(entry);
@@ -366,6 +363,18 @@ impl<S: TableStore> TableManager<S> {
         self.publish();
     }
 
+    /// The kind of a mapping left without a table: frame pointers for code
+    /// that has none (Go, JIT, objects without call-frame information), a
+    /// frame-pointer guess for code whose table did not fit.
+    fn without_table(&self, code: &Code) -> u32 {
+        match code {
+            Code::Object { key, .. } if !matches!(self.tables.get(key), Some(Known::None)) => {
+                mapping_kind::FRAME_POINTER_GUESS
+            }
+            _ => mapping_kind::FRAME_POINTER,
+        }
+    }
+
     /// Whether `spec`'s table has to be compiled first.
     fn must_compile(&self, spec: &MappingSpec) -> bool {
         match &spec.code {
@@ -379,7 +388,9 @@ impl<S: TableStore> TableManager<S> {
     /// Gives a new process a list of frame-pointer entries while its tables
     /// compile: its samples are then walked by the BPF walker, which
     /// reports where frame pointers fail, rather than by the kernel's walk,
-    /// which cannot say.
+    /// which cannot say. Code still compiling gets the guess kind: a zero
+    /// frame pointer there (rbp used as an ordinary register) once ended
+    /// a walk in ld.so unmarked, as if the stack were complete.
     fn provisional(&mut self, pid: u32, specs: &[MappingSpec]) {
         let entries = specs
             .iter()
@@ -388,7 +399,10 @@ impl<S: TableStore> TableManager<S> {
                 end: s.end,
                 rel_base: 0,
                 table: 0,
-                kind: mapping_kind::FRAME_POINTER,
+                kind: match s.code {
+                    Code::FramePointer => mapping_kind::FRAME_POINTER,
+                    Code::Object { .. } => self.without_table(&s.code),
+                },
             })
             .collect();
         let (list, _) = build_list(entries);
@@ -624,8 +638,9 @@ pub struct MemStore {
     pub pages: Vec<PageEntry>,
     pub tables: Vec<TableInfo>,
     pub procs: HashMap<u32, ProcMappings>,
-    /// Every `set_process` call, in order (pid, entries in the list).
-    pub history: Vec<(u32, u32)>,
+    /// Every `set_process` call, in order: pid and the kinds of its list's
+    /// entries.
+    pub history: Vec<(u32, Vec<u32>)>,
 }
 
 impl MemStore {
@@ -694,7 +709,8 @@ impl TableStore for MemStore {
         Ok(())
     }
     fn set_process(&mut self, pid: u32, list: &ProcMappings) -> Result<()> {
-        self.history.push((pid, list.len));
+        let kinds = list.entries[..list.len as usize].iter().map(|e| e.kind);
+        self.history.push((pid, kinds.collect()));
         self.procs.insert(pid, *list);
         Ok(())
     }
@@ -849,7 +865,7 @@ mod tests {
         let (lo, _) = libc.vaddr_range();
         assert_eq!(
             entry_for(&m, 20, lo + 0x7f00_0000_0000).kind,
-            mapping_kind::FRAME_POINTER
+            mapping_kind::FRAME_POINTER_GUESS
         );
         assert_eq!(entry_for(&m, 20, 0x5000).kind, mapping_kind::FRAME_POINTER);
         // The file without a table is not tried again.
@@ -865,11 +881,16 @@ mod tests {
             30,
             &[table_spec(&libc, 0x7f00_0000_0000), fp_spec(0x1000, 0x2000)],
         );
-        // First every mapping by frame pointers, then the real list.
-        assert_eq!(m.store().history, [(30, 2), (30, 2)]);
+        // First every mapping by frame pointers (only a guess for libc, whose
+        // table is compiling), then the real list.
+        use mapping_kind::{FRAME_POINTER, FRAME_POINTER_GUESS, TABLE};
+        let h = &m.store().history;
+        assert_eq!(h[0], (30, vec![FRAME_POINTER, FRAME_POINTER_GUESS]));
+        assert_eq!(h[1], (30, vec![FRAME_POINTER, TABLE]));
+        assert_eq!(h.len(), 2);
         // libc is loaded now: a second process gets its list at once.
         m.set_process(31, &[table_spec(&libc, 0x7e00_0000_0000)]);
-        assert_eq!(m.store().history[2..], [(31, 1)]);
+        assert_eq!(m.store().history[2..], [(31, vec![TABLE])]);
         // Re-read mappings of a known process: no provisional list.
         m.set_process(30, &[table_spec(&libc, 0x7f00_0000_0000)]);
         assert_eq!(m.store().history.len(), 4);

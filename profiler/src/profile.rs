@@ -396,6 +396,37 @@ fn go_state(g: &GoKey, meta: &ProcessMeta, window: &Window) -> GoState {
     }
 }
 
+/// Symbolizes the window's object addresses one object at a time, in
+/// address order, dropping each object's file pages from RSS before the
+/// next object's are read; the builder then finds them in the symbolizer's
+/// cache. In stack order the objects interleave, and every page touched in
+/// any of them stayed resident until the window's end: at a daemon's first
+/// window, +10 MiB of file-backed RSS at its peak (a process with 7 MiB of
+/// uncompressed DWARF among those sampled).
+fn symbolize_by_object(input: &BuildInput<'_>, sym: &mut Symbolizer) {
+    let mut keys: Vec<(ObjectId, u64)> = input
+        .window
+        .stacks
+        .iter()
+        .flatten()
+        .filter_map(|k| match *k {
+            FrameKey::Object { object, addr } => Some((object, addr)),
+            _ => None,
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    for group in keys.chunk_by(|a, b| a.0 == b.0) {
+        let Some(obj) = input.objects.get(&group[0].0) else {
+            continue;
+        };
+        for &(_, addr) in group {
+            sym.object_frames(obj, addr);
+        }
+        sym.release_pages(obj);
+    }
+}
+
 /// Symbolizes `input.window` into a [`Profile`].
 pub fn build(input: &BuildInput<'_>, sym: &mut Symbolizer) -> Profile {
     let window = input.window;
@@ -412,6 +443,7 @@ pub fn build(input: &BuildInput<'_>, sym: &mut Symbolizer) -> Profile {
         function_index: HashMap::new(),
         location_index: HashMap::new(),
     };
+    symbolize_by_object(input, b.sym);
     for frames in window.stacks.iter() {
         let stack = frames.iter().map(|&k| b.location(k)).collect();
         b.profile.stacks.push(stack);

@@ -407,6 +407,13 @@ impl Symbolizer {
             .lookup(addr, &mut self.strings)
     }
 
+    /// Drops the pages of `obj`'s files from RSS, if it was parsed.
+    pub fn release_pages(&self, obj: &ObjectFile) {
+        if let Some(e) = self.objects.get(&obj.id) {
+            e.syms.release_pages();
+        }
+    }
+
     /// Debug-information facts of `obj` (parses it if needed).
     pub fn object_info(&mut self, obj: &Arc<ObjectFile>) -> ObjectInfo {
         object_entry(&mut self.objects, self.tick, obj)

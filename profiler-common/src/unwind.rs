@@ -601,6 +601,21 @@ pub fn step<M: Memory + ?Sized>(rule: Rule, frame: &Frame, mem: &M) -> Result<Fr
     })
 }
 
+/// [`step`] by a table's rule: there a zero return address is
+/// [`Outcome::ZeroReturn`], since code with call-frame information ends its
+/// stacks with an undefined one ([`Cfa::EndOfStack`]).
+#[inline(always)]
+pub fn step_by_table<M: Memory + ?Sized>(
+    rule: Rule,
+    frame: &Frame,
+    mem: &M,
+) -> Result<Frame, Outcome> {
+    match step(rule, frame, mem) {
+        Err(Outcome::EndOfStack) if rule.cfa() != Cfa::EndOfStack => Err(Outcome::ZeroReturn),
+        other => other,
+    }
+}
+
 /// The frame a signal interrupted, from the `ucontext_t` at `sp`.
 #[inline(always)]
 fn signal_frame<M: Memory + ?Sized>(sp: u64, mem: &M) -> Result<Frame, Outcome> {
@@ -753,8 +768,8 @@ pub enum Via {
 /// - in a [`mapping_kind::FRAME_POINTER`] mapping a zero frame pointer is the
 ///   end of the stack (the ABI's outermost-frame marker, what Go's and
 ///   glibc's thread starts leave); in a
-///   [`mapping_kind::FRAME_POINTER_GUESS`] mapping it, or a zero return
-///   address, is [`Outcome::NoRow`];
+///   [`mapping_kind::FRAME_POINTER_GUESS`] mapping it, and every failure of
+///   the frame-pointer step, is [`Outcome::NoRow`];
 /// - a table's rule that finds a zero return address is
 ///   [`Outcome::ZeroReturn`];
 /// - where a table has no row and the frame-pointer guess fails, the outcome
@@ -786,9 +801,10 @@ where
                 Outcome::EndOfStack
             });
         }
+        // A failed guess is a missing table, not a bad read or a loop.
         return match step(Rule::FRAME_POINTER, frame, mem) {
             Ok(f) => Ok((f, Via::FramePointer)),
-            Err(Outcome::EndOfStack) if guess => Err(Outcome::NoRow),
+            Err(_) if guess => Err(Outcome::NoRow),
             Err(e) => Err(e),
         };
     }
@@ -802,11 +818,7 @@ where
         }
         Err(e) => return Err(e),
     };
-    match step(rule, frame, mem) {
-        Ok(f) => Ok((f, Via::Table)),
-        Err(Outcome::EndOfStack) if rule.cfa() != Cfa::EndOfStack => Err(Outcome::ZeroReturn),
-        Err(e) => Err(e),
-    }
+    step_by_table(rule, frame, mem).map(|f| (f, Via::Table))
 }
 
 #[cfg(test)]
@@ -1391,6 +1403,18 @@ mod tests {
         assert_eq!(
             next_frame(&src, &infos[..], &l, &guess, &m),
             Err(Outcome::NoRow)
+        );
+        // ...nor an unreadable one: the guess failed, the table is missing.
+        let guess = regs(0x50020, 0x1000, 0xdead_0000);
+        assert_eq!(
+            next_frame(&src, &infos[..], &l, &guess, &m),
+            Err(Outcome::NoRow)
+        );
+        // In real frame-pointer code that is a bad read.
+        let fp_code = regs(0x40020, 0x1000, 0xdead_0000);
+        assert_eq!(
+            next_frame(&src, &infos[..], &l, &fp_code, &m),
+            Err(Outcome::BadRead)
         );
         // A table's rule finding a zero return address stopped short.
         m.0.insert(0x5008, 0);

@@ -10,7 +10,7 @@ use crate::{
     aggregate::{GoKey, Instant2, LabelsId, Window},
     golang::samples::LabelSet,
     process::{FrameKey, ObjectFile, ObjectId, ProcId, ProcessMeta, StackMark, objects::hex},
-    symbolize::{SymFrame, Symbolizer},
+    symbolize::{MAX_CACHED_ADDRESSES, SymFrame, Symbolizer},
 };
 
 /// What a mapping stands for.
@@ -417,9 +417,14 @@ fn symbolize_by_object(input: &BuildInput<'_>, sym: &mut Symbolizer) {
     keys.sort_unstable();
     keys.dedup();
     for group in keys.chunk_by(|a, b| a.0 == b.0) {
+        // More addresses than the object's cache keeps would be looked up
+        // twice: the builder's own pass does those.
         let Some(obj) = input.objects.get(&group[0].0) else {
             continue;
         };
+        if group.len() > MAX_CACHED_ADDRESSES {
+            continue;
+        }
         for &(_, addr) in group {
             sym.object_frames(obj, addr);
         }

@@ -121,7 +121,7 @@ impl Interner {
 }
 
 /// Most cached addresses per object before its cache is cleared.
-const MAX_CACHED_ADDRESSES: usize = 1 << 16;
+pub const MAX_CACHED_ADDRESSES: usize = 1 << 16;
 /// Most parsed objects kept.
 const MAX_OBJECTS: usize = 512;
 /// Kernel symbols are re-read this often (modules come and go).

@@ -192,8 +192,11 @@ struct Loaded {
 #[derive(Debug)]
 enum Known {
     Loaded(Loaded),
-    /// No usable call-frame information: frame pointers.
+    /// No call-frame information: frame pointers.
     None,
+    /// Call-frame information that did not compile: frame pointers, but
+    /// only as a guess (such code need not keep them).
+    Unusable,
 }
 
 /// A table taken out of the store, kept on the host so the next process
@@ -365,7 +368,8 @@ impl<S: TableStore> TableManager<S> {
 
     /// The kind of a mapping left without a table: frame pointers for code
     /// that has none (Go, JIT, objects without call-frame information), a
-    /// frame-pointer guess for code whose table did not fit.
+    /// frame-pointer guess for code whose table is compiling, did not
+    /// compile or did not fit.
     fn without_table(&self, code: &Code) -> u32 {
         match code {
             Code::Object { key, .. } if !matches!(self.tables.get(key), Some(Known::None)) => {
@@ -388,9 +392,10 @@ impl<S: TableStore> TableManager<S> {
     /// Gives a new process a list of frame-pointer entries while its tables
     /// compile: its samples are then walked by the BPF walker, which
     /// reports where frame pointers fail, rather than by the kernel's walk,
-    /// which cannot say. Code still compiling gets the guess kind: a zero
-    /// frame pointer there (rbp used as an ordinary register) once ended
-    /// a walk in ld.so unmarked, as if the stack were complete.
+    /// which cannot say. Objects with call-frame information get the guess
+    /// kind (their tables are compiling, or loaded for another process and
+    /// listed a moment later): a zero frame pointer there (rbp used as an
+    /// ordinary register) must not end a walk as if the stack were complete.
     fn provisional(&mut self, pid: u32, specs: &[MappingSpec]) {
         let entries = specs
             .iter()
@@ -428,7 +433,7 @@ impl<S: TableStore> TableManager<S> {
     fn ensure(&mut self, key: &TableKey, object: &ObjectFile) -> Option<(u32, u64)> {
         match self.tables.get(key) {
             Some(Known::Loaded(t)) => return Some((t.id, t.base)),
-            Some(Known::None) => return None,
+            Some(Known::None | Known::Unusable) => return None,
             None => {}
         }
         let image = match self.cache.remove(key) {
@@ -458,13 +463,19 @@ impl<S: TableStore> TableManager<S> {
                         image
                     }
                     other => {
-                        match other {
-                            Err(e) => debug!("{}: no unwind table: {e}", object.path),
-                            Ok(_) => debug!("{}: no call-frame information", object.path),
-                        }
+                        let known = match other {
+                            Err(e) => {
+                                debug!("{}: no unwind table: {e}", object.path);
+                                Known::Unusable
+                            }
+                            Ok(_) => {
+                                debug!("{}: no call-frame information", object.path);
+                                Known::None
+                            }
+                        };
                         self.stats.no_table += 1;
                         metrics::inc(&self.metrics.unwind_tables_none);
-                        self.tables.insert(key.clone(), Known::None);
+                        self.tables.insert(key.clone(), known);
                         return None;
                     }
                 }
@@ -867,7 +878,12 @@ mod tests {
             entry_for(&m, 20, lo + 0x7f00_0000_0000).kind,
             mapping_kind::FRAME_POINTER_GUESS
         );
-        assert_eq!(entry_for(&m, 20, 0x5000).kind, mapping_kind::FRAME_POINTER);
+        // A file that does not parse may still be code without frame
+        // pointers: a guess too.
+        assert_eq!(
+            entry_for(&m, 20, 0x5000).kind,
+            mapping_kind::FRAME_POINTER_GUESS
+        );
         // The file without a table is not tried again.
         m.set_process(21, &[junk_spec]);
         assert_eq!(m.stats().no_table, 1);

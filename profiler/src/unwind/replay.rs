@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use profiler_common::{
     MAX_USER_FRAMES,
-    unwind::{Cfa, Frame, Memory, Outcome, Regs, Rule, find_rule, next_frame, step},
+    unwind::{Cfa, Frame, Memory, Outcome, Regs, Rule, find_rule, next_frame, step, step_by_table},
 };
 
 use super::{
@@ -200,7 +200,11 @@ impl Replayer {
                     return out;
                 }
             };
-            match step(rule, &frame, cap) {
+            let stepped = match via {
+                Via::Table(_) => step_by_table(rule, &frame, cap),
+                Via::FramePointer => step(rule, &frame, cap),
+            };
+            match stepped {
                 Ok(caller) => {
                     frame = caller;
                     out.pcs.push(frame.regs.pc);
@@ -696,9 +700,13 @@ open(out + "/frames", "w").write("\n".join(lines) + "\n")
             // while it installs a landing pad's context: from inside it no
             // unwinder can go further (gdb follows the same overwritten
             // slots as we do, and stops where we stop or goes on by its
-            // prologue guesses: once through 0x7b6 and a stack address as
-            // "return addresses"). Such a capture says nothing either way.
-            if want.starts_with(&got.pcs)
+            // prologue guesses, through "return addresses" in no executable
+            // mapping: once 0x7b6 and a stack address). Such a capture says
+            // nothing either way.
+            let mapped = |pc: u64| cap.mappings.iter().any(|m| m.start <= pc && pc < m.end);
+            let gdb_invented =
+                want.starts_with(&got.pcs) && want[got.pcs.len()..].iter().any(|&pc| !mapped(pc));
+            if (got.pcs == want || gdb_invented)
                 && got.outcome != Outcome::EndOfStack
                 && gdb.iter().any(|f| f.name.starts_with("_Unwind_"))
             {

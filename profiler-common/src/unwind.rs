@@ -790,35 +790,37 @@ where
 {
     let pc = frame.lookup_pc();
     let mapping = find_mapping(list, pc).ok_or(Outcome::NoRow)?;
-    if mapping.kind != mapping_kind::TABLE {
-        // Where frame pointers are only a guess, neither a zero frame
-        // pointer nor a zero return address says the stack ends.
-        let guess = mapping.kind != mapping_kind::FRAME_POINTER;
+    if mapping.kind == mapping_kind::FRAME_POINTER {
         if frame.regs.fp == 0 {
-            return Err(if guess {
-                Outcome::NoRow
-            } else {
-                Outcome::EndOfStack
-            });
+            return Err(Outcome::EndOfStack);
         }
-        // A failed guess is a missing table, not a bad read or a loop.
-        return match step(Rule::FRAME_POINTER, frame, mem) {
-            Ok(f) => Ok((f, Via::FramePointer)),
-            Err(_) if guess => Err(Outcome::NoRow),
-            Err(e) => Err(e),
-        };
+        return step(Rule::FRAME_POINTER, frame, mem).map(|f| (f, Via::FramePointer));
+    }
+    if mapping.kind != mapping_kind::TABLE {
+        return frame_pointer_guess(frame, mem);
     }
     let info = tables.table(mapping.table).ok_or(Outcome::BadTable)?;
     let rule = match find_rule(src, &info, pc.wrapping_sub(mapping.rel_base)) {
         Ok(rule) if rule.cfa() != Cfa::NoInfo => rule,
-        Ok(_) | Err(Outcome::NoRow) => {
-            return step(Rule::FRAME_POINTER, frame, mem)
-                .map(|f| (f, Via::FramePointer))
-                .map_err(|_| Outcome::NoRow);
-        }
+        Ok(_) | Err(Outcome::NoRow) => return frame_pointer_guess(frame, mem),
         Err(e) => return Err(e),
     };
     step_by_table(rule, frame, mem).map(|f| (f, Via::Table))
+}
+
+/// Frame pointers where they are only a guess (a table without a row for
+/// the pc, or code whose table is not loaded): such code may use rbp as an
+/// ordinary register, so any failure, a zero frame pointer or return
+/// address included, is a missing table ([`Outcome::NoRow`]), not a bad
+/// read, a loop or the end of the stack.
+#[inline(always)]
+fn frame_pointer_guess<M: Memory + ?Sized>(
+    frame: &Frame,
+    mem: &M,
+) -> Result<(Frame, Via), Outcome> {
+    step(Rule::FRAME_POINTER, frame, mem)
+        .map(|f| (f, Via::FramePointer))
+        .map_err(|_| Outcome::NoRow)
 }
 
 #[cfg(test)]

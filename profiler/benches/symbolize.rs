@@ -9,13 +9,16 @@
 //! - `symbolize/cached_lookup`: `Symbolizer::object_frames` on 4,096 addresses
 //!   already resolved (the steady state: every later sample of a known
 //!   location), reported as lookups per second.
+//! - `symbolize/kallsyms_load`: `KernelSymbols::load`, reading and packing
+//!   this machine's `/proc/kallsyms` (done at the first window and every ten
+//!   minutes); skipped when the addresses are hidden (not root).
 
 mod common;
 
 use std::{hint::black_box, time::Duration};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use profiler::symbolize::{ObjectSymbols, Symbolizer};
+use profiler::symbolize::{ObjectSymbols, Symbolizer, kernel::KernelSymbols};
 
 fn symbolize(c: &mut Criterion) {
     let path = common::big_binary();
@@ -64,6 +67,19 @@ fn symbolize(c: &mut Criterion) {
         });
     });
     g.finish();
+
+    match KernelSymbols::load() {
+        Ok(k) => {
+            eprintln!("symbolize: /proc/kallsyms, {} text symbols", k.len());
+            let mut g = c.benchmark_group("symbolize");
+            g.sample_size(10);
+            g.bench_function("kallsyms_load", |b| {
+                b.iter(|| black_box(KernelSymbols::load().map(|k| k.len())));
+            });
+            g.finish();
+        }
+        Err(e) => eprintln!("symbolize/kallsyms_load skipped: {e}"),
+    }
 }
 
 criterion_group!(benches, symbolize);

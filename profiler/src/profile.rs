@@ -454,7 +454,7 @@ pub fn build(input: &BuildInput<'_>, sym: &mut Symbolizer) -> Profile {
         b.profile.stacks.push(stack);
     }
     let mut process_index: HashMap<ProcId, u32> = HashMap::new();
-    for (key, count) in window.samples() {
+    for (key, mut count) in window.samples() {
         let Some(meta) = window.process(key.process) else {
             continue;
         };
@@ -471,11 +471,12 @@ pub fn build(input: &BuildInput<'_>, sym: &mut Symbolizer) -> Profile {
             go: key.go.map(|g| go_state(&g, meta, window)),
             stack: key.stack.0,
             count: count.count,
-            times_ns: count
-                .times_ns
-                .iter()
-                .map(|&t| window.start.wall_of(t))
-                .collect(),
+            times_ns: {
+                for t in &mut count.times_ns {
+                    *t = window.start.wall_of(*t);
+                }
+                count.times_ns
+            },
         });
     }
     b.finish_mappings();

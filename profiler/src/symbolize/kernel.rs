@@ -2,9 +2,9 @@
 //! GNU build id from `/sys/kernel/notes`. Parsing takes any reader so tests
 //! use snippets.
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead};
 
-use flate2::{Compression, Decompress, FlushDecompress, write::DeflateEncoder};
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 
 /// A symbol: the low 32 bits of its address (the high ones are in
 /// `KernelSymbols::high`) and where its name is.
@@ -67,10 +67,26 @@ pub enum KallsymsError {
 const MAX_SYMBOL_SPAN: u64 = 1 << 20;
 
 /// Names of symbols being parsed, deflated a block at a time.
-#[derive(Default)]
+///
+/// One compressor, reset between blocks, at the fastest level: a new
+/// encoder per block at the default level made this packing 60% of the
+/// whole load (perf, 999 Hz `go` bench), for names 13% smaller.
 struct BlockWriter {
     blocks: Vec<Box<[u8]>>,
     current: Vec<u8>,
+    z: Compress,
+    out: Vec<u8>,
+}
+
+impl Default for BlockWriter {
+    fn default() -> Self {
+        Self {
+            blocks: Vec::new(),
+            current: Vec::with_capacity(BLOCK_SIZE),
+            z: Compress::new(Compression::fast(), false),
+            out: Vec::with_capacity(2 * BLOCK_SIZE),
+        }
+    }
 }
 
 impl BlockWriter {
@@ -86,12 +102,22 @@ impl BlockWriter {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        if !self.current.is_empty() {
-            let mut z = DeflateEncoder::new(Vec::new(), Compression::default());
-            z.write_all(&self.current)?;
-            self.blocks.push(z.finish()?.into_boxed_slice());
-            self.current.clear();
+        if self.current.is_empty() {
+            return Ok(());
         }
+        self.z.reset();
+        self.out.clear();
+        // Deflate never grows 4 KiB by more than a few bytes, so one call
+        // with twice the room finishes the stream.
+        let status = self
+            .z
+            .compress_vec(&self.current, &mut self.out, FlushCompress::Finish)
+            .map_err(io::Error::other)?;
+        if status != flate2::Status::StreamEnd {
+            return Err(io::Error::other("kallsyms name block did not deflate"));
+        }
+        self.blocks.push(self.out.as_slice().into());
+        self.current.clear();
         Ok(())
     }
 }

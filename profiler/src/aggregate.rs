@@ -85,7 +85,7 @@ pub type Times = smallvec::SmallVec<[u64; 1]>;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SampleCount {
     pub count: u64,
-    /// CLOCK_MONOTONIC time of each sample, in arrival order.
+    /// CLOCK_MONOTONIC time of each sample, in time order.
     pub times_ns: Times,
 }
 
@@ -326,12 +326,12 @@ impl Window {
         self.events.is_empty()
     }
 
-    /// Every key with its count and sample times (in arrival order), sorted
+    /// Every key with its count and sample times (in time order), sorted
     /// by key.
     pub fn samples(&self) -> Vec<(SampleKey, SampleCount)> {
         let mut order = self.events.clone();
-        // Stable: times of one key stay in arrival order.
-        order.sort_by_key(|e| (e.thread, e.stack));
+        // In place (a stable sort would allocate half the list again).
+        order.sort_unstable_by_key(|e| (e.thread, e.stack, e.time_ns));
         let mut out: Vec<(SampleKey, SampleCount)> = Vec::new();
         for group in order.chunk_by(|a, b| (a.thread, a.stack) == (b.thread, b.stack)) {
             let t = &self.threads[group[0].thread as usize];
@@ -431,13 +431,15 @@ mod tests {
         w.add(&p, &obs(12, 0, &worker, 9), &stack);
         w.add(&p, &obs(11, 0, &renamed, 9), &stack);
         w.add(&p, &obs(11, 1, &worker, 11), &stack);
-        assert_eq!(w.total(), 5);
+        // Read after the later ones (another CPU's ring-buffer record).
+        w.add(&p, &obs(11, 0, &worker, 3), &stack);
+        assert_eq!(w.total(), 6);
         let s = w.samples();
         assert_eq!(s.len(), 4);
         let (k, c) = &s[0];
         assert_eq!((k.tid, &**w.comm(k.comm)), (11, "worker"));
-        assert_eq!(c.count, 2);
-        assert_eq!(c.times_ns.as_slice(), [5, 7]);
+        assert_eq!(c.count, 3);
+        assert_eq!(c.times_ns.as_slice(), [3, 5, 7]);
         assert_eq!(w.process_count(), 1);
         assert_eq!(w.stacks.len(), 1);
     }

@@ -317,12 +317,23 @@ impl ObjectSymbols {
             _ => {}
         }
         let frames: Arc<[SymFrame]> = frames.into();
-        if self.cache.len() >= MAX_CACHED_ADDRESSES {
-            self.cache.clear();
-        }
-        self.cache.insert(addr, Arc::clone(&frames));
+        bounded_insert(&mut self.cache, addr, &frames);
         frames
     }
+}
+
+/// Caches `frames` under `key` in a cache of at most
+/// [`MAX_CACHED_ADDRESSES`] entries, emptied when full: what is hot comes
+/// back within a window, and no per-entry bookkeeping is kept.
+fn bounded_insert<K: Eq + std::hash::Hash>(
+    cache: &mut HashMap<K, Arc<[SymFrame]>>,
+    key: K,
+    frames: &Arc<[SymFrame]>,
+) {
+    if cache.len() >= MAX_CACHED_ADDRESSES {
+        cache.clear();
+    }
+    cache.insert(key, Arc::clone(frames));
 }
 
 fn names(raw: &str, strings: &mut Interner) -> (Arc<str>, Arc<str>) {
@@ -462,10 +473,7 @@ impl Symbolizer {
         let (index, name) = (hit.index, k.name(hit.index));
         let module = hit.module.map(|m| format!("[{m}]"));
         let frames = self.named_frame(&name, module.as_deref().unwrap_or(""));
-        if self.kernel.frames.len() >= MAX_CACHED_ADDRESSES {
-            self.kernel.frames.clear();
-        }
-        self.kernel.frames.insert(index, Arc::clone(&frames));
+        bounded_insert(&mut self.kernel.frames, index, &frames);
         frames
     }
 

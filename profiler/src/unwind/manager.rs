@@ -404,10 +404,7 @@ impl<S: TableStore> TableManager<S> {
                 end: s.end,
                 rel_base: 0,
                 table: 0,
-                kind: match s.code {
-                    Code::FramePointer => mapping_kind::FRAME_POINTER,
-                    Code::Object { .. } => self.without_table(&s.code),
-                },
+                kind: self.without_table(&s.code),
             })
             .collect();
         let (list, _) = build_list(entries);

@@ -105,6 +105,10 @@ pub static UNWIND_PROCS: HashMap<u32, ProcMappings> =
 pub static UNWIND_OUTCOMES: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(Outcome::ALL.len() as u32, 0);
 
+/// Bytes of the user stack copied, from the interrupted stack pointer up,
+/// when a walk starts (a power of two).
+pub const STACK_WINDOW: usize = 4096;
+
 /// What one sample's walk carries from one unwind-stage call to the next.
 #[repr(C)]
 pub struct UnwindState {
@@ -114,6 +118,12 @@ pub struct UnwindState {
     pub frames: u32,
     /// Non-zero once `frame` holds the interrupted registers.
     pub started: u32,
+    /// User address of `stack[0]`.
+    pub stack_base: u64,
+    /// Bytes of `stack` copied from `stack_base` (0 when the copy failed).
+    pub stack_len: u64,
+    /// The top of the user stack at the sample.
+    pub stack: [u8; STACK_WINDOW],
 }
 
 /// One [`UnwindState`] per CPU.

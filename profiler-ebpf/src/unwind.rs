@@ -7,6 +7,13 @@
 //! the outcome in the header, counts it, and hands the sample on like the
 //! frame-pointer path does (Go stage or submit).
 //!
+//! Stack reads are served from a copy of the stack's top [`STACK_WINDOW`]
+//! bytes, taken with one `bpf_probe_read_user` when the walk starts; only
+//! reads outside it go to the helper. Each helper call costs ~90 ns here
+//! (bpftrace's frame-pointer `ustack` of the 33-frame `cpu` bench workload:
+//! 3.3 µs against 0.3 µs for a bare count), and a walk made one or two per
+//! frame.
+//!
 //! The interrupted user registers come from the perf context when the
 //! sample hit user mode, else from the task's saved user registers
 //! (`bpf_task_pt_regs`, Linux 5.15+; only this stage calls it, so an older
@@ -16,7 +23,7 @@ use aya_ebpf::{
     bindings::pt_regs,
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_probe_read_kernel,
-        bpf_probe_read_user, bpf_task_pt_regs,
+        bpf_probe_read_user, bpf_task_pt_regs, generated,
     },
     programs::PerfEventContext,
 };
@@ -31,8 +38,8 @@ use profiler_common::{
 
 use crate::{
     maps::{
-        DATA_WORDS, PROGS, SCRATCH, SampleBuf, UNWIND_OUTCOMES, UNWIND_PAGES, UNWIND_PROCS,
-        UNWIND_ROWS, UNWIND_STATE, UNWIND_TABLES, UnwindState, count,
+        DATA_WORDS, PROGS, SCRATCH, STACK_WINDOW, SampleBuf, UNWIND_OUTCOMES, UNWIND_PAGES,
+        UNWIND_PROCS, UNWIND_ROWS, UNWIND_STATE, UNWIND_TABLES, UnwindState, count,
     },
     sample,
 };
@@ -58,14 +65,53 @@ impl TableIndex for MapTables {
     }
 }
 
-/// The sampled process's stack, through `bpf_probe_read_user`.
-struct UserStack;
+/// The sampled process's stack: the window copied when the walk started,
+/// else `bpf_probe_read_user`.
+struct UserStack<'a> {
+    base: u64,
+    len: u64,
+    window: &'a [u8; STACK_WINDOW],
+}
 
-impl Memory for UserStack {
+impl Memory for UserStack<'_> {
     #[inline(always)]
     fn read_u64(&self, addr: u64) -> Option<u64> {
+        let off = addr.wrapping_sub(self.base);
+        if self.len >= 8 && off <= self.len - 8 {
+            let off = off as usize & (STACK_WINDOW - 1);
+            if off <= STACK_WINDOW - 8 {
+                // SAFETY: `off + 8 <= STACK_WINDOW`; any alignment.
+                return Some(unsafe {
+                    core::ptr::read_unaligned(self.window.as_ptr().add(off).cast::<u64>())
+                });
+            }
+        }
         // SAFETY: the helper checks the user address.
         unsafe { bpf_probe_read_user(addr as *const u64) }.ok()
+    }
+}
+
+/// Copies the stack's top from `sp` into `state`: a whole window, or, when
+/// the stack ends less than a window above `sp`, the rest of `sp`'s page.
+#[inline(always)]
+fn copy_stack(state: &mut UnwindState, sp: u64) {
+    let base = sp & !7;
+    state.stack_base = base;
+    state.stack_len = 0;
+    let dst = state.stack.as_mut_ptr().cast();
+    // SAFETY: `dst` has STACK_WINDOW writable bytes; the helper checks the
+    // user address.
+    if unsafe { generated::bpf_probe_read_user(dst, STACK_WINDOW as u32, base as *const _) } == 0 {
+        state.stack_len = STACK_WINDOW as u64;
+        return;
+    }
+    let rest = (4096 - (base & 4095)) as u32;
+    if rest == 0 || rest > STACK_WINDOW as u32 {
+        return;
+    }
+    // SAFETY: as above, `rest <= STACK_WINDOW`.
+    if unsafe { generated::bpf_probe_read_user(dst, rest, base as *const _) } == 0 {
+        state.stack_len = u64::from(rest);
     }
 }
 
@@ -115,7 +161,13 @@ pub fn stage(ctx: &PerfEventContext) {
         state.frame = Frame::first(regs);
         state.frames = 0;
         state.started = 1;
+        copy_stack(state, regs.sp);
     }
+    let stack = UserStack {
+        base: state.stack_base,
+        len: state.stack_len,
+        window: &state.stack,
+    };
     let kernel = usize::from(buf.header.kernel_frames).min(MAX_KERNEL_FRAMES);
     for _ in 0..UNWIND_FRAMES_PER_STAGE {
         let n = state.frames as usize;
@@ -127,7 +179,7 @@ pub fn stage(ctx: &PerfEventContext) {
         };
         *slot = state.frame.regs.pc;
         state.frames += 1;
-        match next_frame(&MapTables, &MapTables, list, &state.frame, &UserStack) {
+        match next_frame(&MapTables, &MapTables, list, &state.frame, &stack) {
             Ok((caller, _)) => state.frame = caller,
             Err(outcome) => return finish(ctx, pid, state, buf, outcome),
         }

@@ -74,7 +74,10 @@ struct UserStack<'a> {
 }
 
 impl Memory for UserStack<'_> {
-    #[inline(always)]
+    // A BPF function of its own: inlined, the verifier followed both ways
+    // of every read through the rest of the walk (224,000 instructions
+    // processed instead of 50,000, ~140 ms more start-up).
+    #[inline(never)]
     fn read_u64(&self, addr: u64) -> Option<u64> {
         let off = addr.wrapping_sub(self.base);
         if self.len >= 8 && off <= self.len - 8 {

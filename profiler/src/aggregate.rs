@@ -51,14 +51,20 @@ pub struct GoKey {
     pub labels: LabelsId,
 }
 
-/// What makes two samples the same.
+/// Everything that makes two samples the same besides their stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SampleKey {
+pub struct ThreadKey {
     pub process: ProcId,
     pub tid: u32,
     pub comm: CommId,
     pub cpu: u32,
     pub go: Option<GoKey>,
+}
+
+/// What makes two samples the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SampleKey {
+    pub thread: ThreadKey,
     pub stack: StackId,
 }
 
@@ -175,16 +181,6 @@ impl StackTable {
     pub fn is_empty(&self) -> bool {
         self.stacks.is_empty()
     }
-}
-
-/// Everything that makes two samples the same besides their stack.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct ThreadKey {
-    process: ProcId,
-    tid: u32,
-    comm: CommId,
-    cpu: u32,
-    go: Option<GoKey>,
 }
 
 /// One sample as the window keeps it until it is read.
@@ -334,13 +330,8 @@ impl Window {
         order.sort_unstable_by_key(|e| (e.thread, e.stack, e.time_ns));
         let mut out: Vec<(SampleKey, SampleCount)> = Vec::new();
         for group in order.chunk_by(|a, b| (a.thread, a.stack) == (b.thread, b.stack)) {
-            let t = &self.threads[group[0].thread as usize];
             let key = SampleKey {
-                process: t.process,
-                tid: t.tid,
-                comm: t.comm,
-                cpu: t.cpu,
-                go: t.go,
+                thread: self.threads[group[0].thread as usize],
                 stack: group[0].stack,
             };
             let count = SampleCount {
@@ -437,7 +428,7 @@ mod tests {
         let s = w.samples();
         assert_eq!(s.len(), 4);
         let (k, c) = &s[0];
-        assert_eq!((k.tid, &**w.comm(k.comm)), (11, "worker"));
+        assert_eq!((k.thread.tid, &**w.comm(k.thread.comm)), (11, "worker"));
         assert_eq!(c.count, 3);
         assert_eq!(c.times_ns.as_slice(), [3, 5, 7]);
         assert_eq!(w.process_count(), 1);

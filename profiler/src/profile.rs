@@ -7,7 +7,7 @@ use hashbrown::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::{
-    aggregate::{GoKey, Instant2, LabelsId, Window},
+    aggregate::{GoKey, Instant2, LabelsId, SampleKey, Window},
     golang::samples::LabelSet,
     process::{FrameKey, ObjectFile, ObjectId, ProcId, ProcessMeta, StackMark, objects::hex},
     symbolize::{MAX_CACHED_ADDRESSES, SymFrame, Symbolizer},
@@ -454,7 +454,7 @@ pub fn build(input: &BuildInput<'_>, sym: &mut Symbolizer) -> Profile {
         b.profile.stacks.push(stack);
     }
     let mut process_index: HashMap<ProcId, u32> = HashMap::new();
-    for (key, mut count) in window.samples() {
+    for (SampleKey { thread: key, stack }, mut count) in window.samples() {
         let Some(meta) = window.process(key.process) else {
             continue;
         };
@@ -469,7 +469,7 @@ pub fn build(input: &BuildInput<'_>, sym: &mut Symbolizer) -> Profile {
             thread_name: Arc::clone(window.comm(key.comm)),
             cpu: key.cpu,
             go: key.go.map(|g| go_state(&g, meta, window)),
-            stack: key.stack.0,
+            stack: stack.0,
             count: count.count,
             times_ns: {
                 for t in &mut count.times_ns {

@@ -12,13 +12,19 @@
 //! - `symbolize/kallsyms_load`: `KernelSymbols::load`, reading and packing
 //!   this machine's `/proc/kallsyms` (done at the first window and every ten
 //!   minutes); skipped when the addresses are hidden (not root).
+//! - `symbolize/kernel_names`: `KernelSymbols::name` for 1,000 symbols spread
+//!   over the kernel (what a window pays for each kernel function it sees
+//!   for the first time), reported as names per second.
 
 mod common;
 
 use std::{hint::black_box, time::Duration};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use profiler::symbolize::{ObjectSymbols, Symbolizer, kernel::KernelSymbols};
+use profiler::symbolize::{
+    ObjectSymbols, Symbolizer,
+    kernel::{KernelSymbols, NameReader},
+};
 
 fn symbolize(c: &mut Criterion) {
     let path = common::big_binary();
@@ -75,6 +81,19 @@ fn symbolize(c: &mut Criterion) {
             g.sample_size(10);
             g.bench_function("kallsyms_load", |b| {
                 b.iter(|| black_box(KernelSymbols::load().map(|k| k.len())));
+            });
+            g.finish();
+            let step = (k.len() / 1000).max(1);
+            let indices: Vec<u32> = (0..k.len()).step_by(step).map(|i| i as u32).collect();
+            let mut g = c.benchmark_group("symbolize");
+            g.throughput(Throughput::Elements(indices.len() as u64));
+            let mut reader = NameReader::default();
+            g.bench_function("kernel_names", |b| {
+                b.iter(|| {
+                    for &i in &indices {
+                        black_box(k.name(i, &mut reader));
+                    }
+                });
             });
             g.finish();
         }

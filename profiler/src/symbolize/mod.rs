@@ -27,7 +27,7 @@ use self::{
     debuginfo::DebugRefs,
     dwarf::DwarfInfo,
     elf::ElfSymbols,
-    kernel::{KernelSymbols, kernel_build_id},
+    kernel::{KernelSymbols, NameReader, kernel_build_id},
     perfmap::PerfMap,
 };
 use crate::{
@@ -363,6 +363,7 @@ struct KernelState {
     syms: Option<KernelSymbols>,
     /// Frames by symbol index (names are stored deflated), for `syms`.
     frames: HashMap<u32, Arc<[SymFrame]>>,
+    names: NameReader,
     loaded: Option<Instant>,
     build_id: Option<Option<Vec<u8>>>,
     warned: bool,
@@ -470,7 +471,7 @@ impl Symbolizer {
         if let Some(frames) = self.kernel.frames.get(&hit.index) {
             return Arc::clone(frames);
         }
-        let (index, name) = (hit.index, k.name(hit.index));
+        let (index, name) = (hit.index, k.name(hit.index, &mut self.kernel.names));
         let module = hit.module.map(|m| format!("[{m}]"));
         let frames = self.named_frame(&name, module.as_deref().unwrap_or(""));
         bounded_insert(&mut self.kernel.frames, index, &frames);

@@ -363,6 +363,12 @@ struct KernelState {
     syms: Option<KernelSymbols>,
     /// Frames by symbol index (names are stored deflated), for `syms`.
     frames: HashMap<u32, Arc<[SymFrame]>>,
+    /// Frames by address, for `syms`: a window's kernel locations are
+    /// mostly last window's, and a hit here skips the binary search of
+    /// ~120,000 symbols (those searches were 6% of the daemon's steady CPU
+    /// under perf at 999 Hz on `go`; criterion `encode/profile_build`,
+    /// whose window has few kernel locations, gained 2%).
+    by_addr: HashMap<u64, Arc<[SymFrame]>>,
     names: NameReader,
     loaded: Option<Instant>,
     build_id: Option<Option<Vec<u8>>>,
@@ -448,6 +454,7 @@ impl Symbolizer {
             Ok(k) => {
                 self.kernel.syms = Some(k);
                 self.kernel.frames.clear();
+                self.kernel.by_addr.clear();
             }
             Err(e) if !self.kernel.warned => {
                 self.kernel.warned = true;
@@ -460,6 +467,16 @@ impl Symbolizer {
     /// Frames of kernel address `addr`.
     pub fn kernel_frames(&mut self, addr: u64) -> Arc<[SymFrame]> {
         self.refresh_kernel_symbols();
+        if let Some(frames) = self.kernel.by_addr.get(&addr) {
+            return Arc::clone(frames);
+        }
+        let frames = self.kernel_frames_uncached(addr);
+        bounded_insert(&mut self.kernel.by_addr, addr, &frames);
+        frames
+    }
+
+    /// [`Self::kernel_frames`] by symbol search.
+    fn kernel_frames_uncached(&mut self, addr: u64) -> Arc<[SymFrame]> {
         let found = self
             .kernel
             .syms
@@ -588,6 +605,42 @@ mod tests {
         process::objects::{Bytes, ObjectKind},
         testutil,
     };
+
+    #[test]
+    fn kernel_frames_name_this_kernels_functions_from_either_cache() {
+        let Ok(k) = KernelSymbols::load() else {
+            // Hidden addresses (not root): no frames, however often asked.
+            let mut sym = Symbolizer::new();
+            assert!(sym.kernel_frames(0xffff_ffff_8100_0000).is_empty());
+            return;
+        };
+        let (lo, hi) = k.range();
+        let mut reader = kernel::NameReader::default();
+        let mut sym = Symbolizer::new();
+        // Addresses spread over the kernel's text, each asked twice (the
+        // second from the address cache), two per symbol for some (the
+        // second from the symbol cache).
+        let step = ((hi - lo) / 997).max(1);
+        let addrs: Vec<u64> = (lo..hi).step_by(step as usize).collect();
+        for round in 0..2 {
+            for &a in &addrs {
+                let expect = k.lookup(a).map(|h| k.name(h.index, &mut reader));
+                let frames = sym.kernel_frames(a);
+                match expect {
+                    Some(name) => {
+                        assert_eq!(frames.len(), 1, "{a:x}");
+                        assert_eq!(&*frames[0].system_name, name, "{a:x} round {round}");
+                    }
+                    None => assert!(frames.is_empty(), "{a:x}"),
+                }
+                let same_symbol = sym.kernel_frames(a + 1);
+                let index = |x| k.lookup(x).map(|h| h.index);
+                if index(a).is_some() && index(a + 1) == index(a) {
+                    assert!(Arc::ptr_eq(&same_symbol, &frames), "{a:x}");
+                }
+            }
+        }
+    }
 
     fn object_of(path: &std::path::Path) -> Arc<ObjectFile> {
         let mut obj = ObjectFile::from_bytes(

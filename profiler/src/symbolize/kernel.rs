@@ -4,7 +4,7 @@
 
 use std::io::{self, BufRead};
 
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 
 /// A symbol: the low 32 bits of its address (the high ones are in
 /// `KernelSymbols::high`) and where its name is.
@@ -21,7 +21,7 @@ struct KSym {
 /// symbols, 16-byte entries (`u64` address, name position and length,
 /// module) and plain names in 64 KiB chunks took 4.8 MiB, the largest heap
 /// item of a 19 Hz daemon. Here it is about 2 MiB. A name is
-/// inflated (its 4 KiB block up to the name's end, ~11 µs) only when a
+/// inflated (its 4 KiB block, ~11 µs) only when a
 /// sample first lands in its function; the symbolizer caches it from then
 /// on.
 #[derive(Debug, Default)]
@@ -44,27 +44,24 @@ pub struct KernelSymbols {
 const BLOCK_BITS: u32 = 12;
 const BLOCK_SIZE: usize = 1 << BLOCK_BITS;
 
-/// Bytes of a name block inflated past a name's start at first: longer
-/// names take another round.
-const NAME_GUESS: usize = 128;
-
 /// Inflates name blocks for [`KernelSymbols::name`]: one inflater, reset
-/// between names, and its output buffer. With a new inflater per name and
-/// the whole block inflated, a name took 12.8 µs; reused and stopped at the
-/// name's end, 11.3 µs (criterion `symbolize/kernel_names`). What remains
-/// is the inflating itself, the price of keeping this kernel's 2.9 MiB of
-/// names in 0.7 MiB.
+/// between names, and its output buffer. With a new inflater and buffer
+/// per name a name took 12.8 µs, reused 11.3 µs (criterion
+/// `symbolize/kernel_names`). Inflating only up to the name's end gained
+/// nothing measurable (11.15 µs): the cost is the block's setup, not its
+/// length. It is the price of keeping this kernel's 2.9 MiB of names in
+/// 0.7 MiB.
 #[derive(Debug)]
 pub struct NameReader {
     z: Decompress,
-    out: Vec<u8>,
+    out: Box<[u8; BLOCK_SIZE]>,
 }
 
 impl Default for NameReader {
     fn default() -> Self {
         Self {
             z: Decompress::new(false),
-            out: Vec::with_capacity(BLOCK_SIZE),
+            out: Box::new([0; BLOCK_SIZE]),
         }
     }
 }
@@ -285,8 +282,7 @@ impl KernelSymbols {
         })
     }
 
-    /// The name of symbol `index`, inflating its block up to the name's
-    /// end with `reader`.
+    /// The name of symbol `index`, inflating its block with `reader`.
     pub fn name(&self, index: u32, reader: &mut NameReader) -> String {
         let Some(s) = self.syms.get(index as usize) else {
             return String::new();
@@ -294,28 +290,19 @@ impl KernelSymbols {
         let Some(block) = self.blocks.get((s.name >> BLOCK_BITS) as usize) else {
             return String::new();
         };
-        let at = (s.name as usize) & (BLOCK_SIZE - 1);
         let NameReader { z, out } = reader;
         z.reset(false);
-        out.clear();
-        // Most names are short: inflate to a little past the start, and
-        // further only while the name's NUL is not out yet.
-        let mut want = (at + NAME_GUESS).min(BLOCK_SIZE);
-        loop {
-            out.reserve_exact(want - out.len());
-            let input = block.get(z.total_in() as usize..).unwrap_or_default();
-            let Ok(status) = z.decompress_vec(input, out, FlushDecompress::None) else {
-                return String::new();
-            };
-            let rest = out.get(at..).unwrap_or_default();
-            if let Some(end) = rest.iter().position(|&b| b == 0) {
-                return String::from_utf8_lossy(&rest[..end]).into_owned();
-            }
-            if status == Status::StreamEnd || want >= BLOCK_SIZE || input.is_empty() {
-                return String::from_utf8_lossy(rest).into_owned();
-            }
-            want = (want + NAME_GUESS).min(BLOCK_SIZE);
+        if z.decompress(block, &mut out[..], FlushDecompress::Finish)
+            .is_err()
+        {
+            return String::new();
         }
+        let len = (z.total_out() as usize).min(BLOCK_SIZE);
+        let rest = out[..len]
+            .get((s.name as usize) & (BLOCK_SIZE - 1)..)
+            .unwrap_or_default();
+        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        String::from_utf8_lossy(&rest[..end]).into_owned()
     }
 
     /// Lowest and highest symbol address.

@@ -315,15 +315,9 @@ impl DwarfInfo {
         if let Some((sup_file, sup_owner)) = sup {
             dwarf.set_sup(load_dwarf(sup_file, sup_owner)?);
         }
-        let release = || {
-            owner.release_pages();
-            if let Some((_, sup_owner)) = sup {
-                sup_owner.release_pages();
-            }
-        };
-        let (units, ranges) = index_units(&dwarf, &release)?;
+        let (units, ranges) = index_units(&dwarf)?;
         let sup_units = match dwarf.sup.as_deref() {
-            Some(sup) => index_sup_units(sup, &release)?,
+            Some(sup) => index_sup_units(sup)?,
             None => Box::default(),
         };
         Ok(Self {
@@ -449,36 +443,7 @@ type UnitIndex = (Box<[usize]>, Box<[UnitRange]>);
 
 /// addr2line's `ResUnits::parse`, keeping only offsets and ranges: each
 /// unit's abbreviations and line program header are dropped after use.
-/// Units indexed between two calls of the `release` callback of
-/// [`index_units`]: reading each unit's header, abbreviations and
-/// line-program header touches pages all over the file's debug sections,
-/// and released only at the end of the object those pages made the
-/// daemon's peak RSS (5–9 MiB of file-backed pages for a few milliseconds
-/// per object in the first window, watched every 3 ms).
-const RELEASE_EVERY_UNITS: usize = 64;
-
-/// Calls `release` every [`RELEASE_EVERY_UNITS`] units.
-struct Ticks<'a> {
-    release: &'a dyn Fn(),
-    seen: usize,
-}
-
-impl<'a> Ticks<'a> {
-    fn new(release: &'a dyn Fn()) -> Self {
-        Self { release, seen: 0 }
-    }
-
-    fn unit(&mut self) {
-        self.seen += 1;
-        if self.seen.is_multiple_of(RELEASE_EVERY_UNITS) {
-            (self.release)();
-        }
-    }
-}
-
-/// Indexes every unit's address ranges, calling `release` (which drops
-/// the file's pages from RSS) every [`RELEASE_EVERY_UNITS`] units.
-fn index_units(dwarf: &gimli::Dwarf<Reader>, release: &dyn Fn()) -> Result<UnitIndex, Error> {
+fn index_units(dwarf: &gimli::Dwarf<Reader>) -> Result<UnitIndex, Error> {
     let mut aranges = Vec::new();
     let mut headers = dwarf.debug_aranges.headers();
     while let Some(header) = headers.next()? {
@@ -489,9 +454,7 @@ fn index_units(dwarf: &gimli::Dwarf<Reader>, release: &dyn Fn()) -> Result<UnitI
     let mut ranges: Vec<UnitRange> = Vec::new();
     let mut offsets = Vec::new();
     let mut iter = dwarf.units();
-    let mut ticks = Ticks::new(release);
     while let Some(header) = iter.next()? {
-        ticks.unit();
         let id = u32::try_from(offsets.len()).map_err(|_| Error::UnsupportedOffset)?;
         let mut push = |range: gimli::Range| {
             ranges.push(UnitRange {
@@ -570,12 +533,10 @@ fn index_units(dwarf: &gimli::Dwarf<Reader>, release: &dyn Fn()) -> Result<UnitI
 }
 
 /// addr2line's `SupUnits::parse`, keeping only the offsets.
-fn index_sup_units(sup: &gimli::Dwarf<Reader>, release: &dyn Fn()) -> Result<Box<[usize]>, Error> {
+fn index_sup_units(sup: &gimli::Dwarf<Reader>) -> Result<Box<[usize]>, Error> {
     let mut offsets = Vec::new();
     let mut iter = sup.units();
-    let mut ticks = Ticks::new(release);
     while let Some(header) = iter.next()? {
-        ticks.unit();
         let Some(offset) = header.debug_info_offset() else {
             continue;
         };

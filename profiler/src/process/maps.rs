@@ -35,6 +35,13 @@ pub struct Mapping {
     pub target: Target,
 }
 
+impl Mapping {
+    /// True if `addr` lies in `[start, end)`.
+    pub fn contains(&self, addr: u64) -> bool {
+        self.start <= addr && addr < self.end
+    }
+}
+
 /// A process's executable mappings, sorted by start address.
 #[derive(Clone, Debug, Default)]
 pub struct AddressSpace {
@@ -106,7 +113,7 @@ impl AddressSpace {
     pub fn find(&self, addr: u64) -> Option<&Mapping> {
         let i = self.mappings.partition_point(|m| m.start <= addr);
         let m = self.mappings.get(i.checked_sub(1)?)?;
-        (addr < m.end).then_some(m)
+        m.contains(addr).then_some(m)
     }
 
     /// Every mapping, by start address.

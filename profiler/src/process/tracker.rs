@@ -396,12 +396,12 @@ impl ProcessTracker {
 fn translate(state: &ProcState, addrs: &[u64], out: &mut Vec<FrameKey>) -> bool {
     let mut missed = false;
     // A caller is usually in the same mapping as its callee: check that one
-    // before searching (a quarter of the daemon's per-sample CPU was this
-    // search, perf on the 999 Hz `cpu` bench workload).
+    // before searching (under perf on the 999 Hz `cpu` bench workload,
+    // translation was 27% of the daemon's steady CPU, this search 11%).
     let mut last: Option<&Mapping> = None;
     for &addr in addrs {
         let found = match last {
-            Some(m) if m.start <= addr && addr < m.end => Some(m),
+            Some(m) if m.contains(addr) => Some(m),
             _ => state.space.find(addr),
         };
         last = found.or(last);

@@ -20,10 +20,9 @@ struct KSym {
 /// Kept for the daemon's life, and re-read every ten minutes: with 120,000
 /// symbols, 16-byte entries (`u64` address, name position and length,
 /// module) and plain names in 64 KiB chunks took 4.8 MiB, the largest heap
-/// item of a 19 Hz daemon. Here it is about 2 MiB. A name is
-/// inflated (its 4 KiB block, ~11 µs) only when a
-/// sample first lands in its function; the symbolizer caches it from then
-/// on.
+/// item of a 19 Hz daemon. Here it is about 2 MiB. A name is inflated (its
+/// 4 KiB block, ~11 µs) only when a sample first lands in its function; the
+/// symbolizer caches it from then on.
 #[derive(Debug, Default)]
 pub struct KernelSymbols {
     syms: Vec<KSym>,
@@ -46,7 +45,7 @@ const BLOCK_SIZE: usize = 1 << BLOCK_BITS;
 
 /// Inflates name blocks for [`KernelSymbols::name`]: one inflater, reset
 /// between names, and its output buffer. With a new inflater and buffer
-/// per name a name took 12.8 µs, reused 11.3 µs (criterion
+/// per name a name took 12.8 µs, reused 11.0 µs (criterion
 /// `symbolize/kernel_names`). Inflating only up to the name's end gained
 /// nothing measurable (11.15 µs): the cost is the block's setup, not its
 /// length. It is the price of keeping this kernel's 2.9 MiB of names in

@@ -616,14 +616,14 @@ mod tests {
             assert!(sym.kernel_frames(0xffff_ffff_8100_0000).is_empty());
             return;
         };
-        let mut reader = kernel::NameReader::default();
+        let mut reader = NameReader::default();
         let mut sym = Symbolizer::new();
         // Addresses spread over the core kernel's text (modules and BPF
         // programs come and go while tests run), each asked twice: the
         // second answer is the first one, from the address cache. The next
         // byte, in the same function, is a new address but the same
-        // symbol: its answer comes from the symbol cache.
-        // The core kernel's text is its lowest 32 MiB or so.
+        // symbol: its answer comes from the symbol cache. The core kernel's
+        // text is its lowest 32 MiB or so.
         let (lo, hi) = k.range();
         let hi = hi.min(lo + (64 << 20));
         let step = ((hi - lo) / 997).max(1) as usize;

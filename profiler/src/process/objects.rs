@@ -93,6 +93,31 @@ impl Bytes {
     }
 }
 
+impl Bytes {
+    /// Like [`Bytes::release_pages`] for the whole pages of `part`, a slice
+    /// of these bytes. No-op for owned bytes or a slice from elsewhere.
+    pub fn release_range(&self, part: &[u8]) {
+        let Bytes::Mapped(m) = self else { return };
+        let base = m.as_ptr() as usize;
+        let page = crate::page_size();
+        let start = (part.as_ptr() as usize).next_multiple_of(page);
+        let end = (part.as_ptr() as usize + part.len()) / page * page;
+        if start < base || end > base + m.len() || start >= end {
+            return;
+        }
+        // SAFETY: as in `release_pages`; the range lies inside the mapping.
+        if let Err(e) = unsafe {
+            m.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                start - base,
+                end - start,
+            )
+        } {
+            tracing::debug!("madvise(DONTNEED) of part of a file mapping failed: {e}");
+        }
+    }
+}
+
 /// What kind of object a mapping is backed by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ObjectKind {

@@ -373,9 +373,15 @@ impl DwarfInfo {
         if let Some((sup_file, sup_owner)) = sup {
             dwarf.set_sup(load_dwarf(sup_file, sup_owner)?);
         }
-        let (units, ranges) = index_units(&dwarf)?;
+        let release = || {
+            owner.release_pages();
+            if let Some((_, sup_owner)) = sup {
+                sup_owner.release_pages();
+            }
+        };
+        let (units, ranges) = index_units(&dwarf, &release)?;
         let sup_units = match dwarf.sup.as_deref() {
-            Some(sup) => index_sup_units(sup)?,
+            Some(sup) => index_sup_units(sup, &release)?,
             None => Box::default(),
         };
         Ok(Self {
@@ -499,9 +505,40 @@ fn raw_name(name: &Option<Reader>) -> Option<String> {
 /// Unit offsets and the sorted address ranges that map to them.
 type UnitIndex = (Box<[usize]>, Box<[UnitRange]>);
 
+/// Units indexed between two calls of the `release` callback of
+/// [`index_units`]. Reading each unit's header, abbreviations and
+/// line-program header touches pages all over an uncompressed file's debug
+/// sections, which were released only after the whole object: a copy of
+/// this daemon's own release binary (23 MiB of `.debug_info`) as the
+/// profiled program took the daemon to 76 MiB of RSS, 58 of it file-backed,
+/// for the milliseconds of its parse; releasing every 64 units, 30–45 MiB
+/// (BENCHMARKS.md, run K).
+const RELEASE_EVERY_UNITS: usize = 64;
+
+/// Calls `release` every [`RELEASE_EVERY_UNITS`] units.
+struct Ticks<'a> {
+    release: &'a dyn Fn(),
+    seen: usize,
+}
+
+impl<'a> Ticks<'a> {
+    fn new(release: &'a dyn Fn()) -> Self {
+        Self { release, seen: 0 }
+    }
+
+    fn unit(&mut self) {
+        self.seen += 1;
+        if self.seen.is_multiple_of(RELEASE_EVERY_UNITS) {
+            (self.release)();
+        }
+    }
+}
+
 /// addr2line's `ResUnits::parse`, keeping only offsets and ranges: each
 /// unit's abbreviations and line program header are dropped after use.
-fn index_units(dwarf: &gimli::Dwarf<Reader>) -> Result<UnitIndex, Error> {
+/// Calls `release` (which drops the file's pages from RSS) every
+/// [`RELEASE_EVERY_UNITS`] units.
+fn index_units(dwarf: &gimli::Dwarf<Reader>, release: &dyn Fn()) -> Result<UnitIndex, Error> {
     let mut aranges = Vec::new();
     let mut headers = dwarf.debug_aranges.headers();
     while let Some(header) = headers.next()? {
@@ -512,7 +549,9 @@ fn index_units(dwarf: &gimli::Dwarf<Reader>) -> Result<UnitIndex, Error> {
     let mut ranges: Vec<UnitRange> = Vec::new();
     let mut offsets = Vec::new();
     let mut iter = dwarf.units();
+    let mut ticks = Ticks::new(release);
     while let Some(header) = iter.next()? {
+        ticks.unit();
         let id = u32::try_from(offsets.len()).map_err(|_| Error::UnsupportedOffset)?;
         let mut push = |range: gimli::Range| {
             ranges.push(UnitRange {
@@ -591,10 +630,12 @@ fn index_units(dwarf: &gimli::Dwarf<Reader>) -> Result<UnitIndex, Error> {
 }
 
 /// addr2line's `SupUnits::parse`, keeping only the offsets.
-fn index_sup_units(sup: &gimli::Dwarf<Reader>) -> Result<Box<[usize]>, Error> {
+fn index_sup_units(sup: &gimli::Dwarf<Reader>, release: &dyn Fn()) -> Result<Box<[usize]>, Error> {
     let mut offsets = Vec::new();
     let mut iter = sup.units();
+    let mut ticks = Ticks::new(release);
     while let Some(header) = iter.next()? {
+        ticks.unit();
         let Some(offset) = header.debug_info_offset() else {
             continue;
         };

@@ -398,3 +398,41 @@ fn crc32fast(bytes: &[u8]) -> u32 {
     crc.update(bytes);
     crc.sum()
 }
+
+/// Indexing calls its page-release callback every `RELEASE_EVERY_UNITS`
+/// units of the main file and of the supplementary one, and the index is
+/// the same as without releasing (the released pages fault back in).
+#[test]
+fn indexing_releases_pages_every_few_units() {
+    let libc = read(Path::new("/lib/x86_64-linux-gnu/libc.so.6"));
+    let refs = DebugRefs::of(&object::File::parse(&**libc).unwrap());
+    let (_, debug) = debuginfo::find(Path::new("/"), "/lib/x86_64-linux-gnu/libc.so.6", &refs)
+        .expect("libc's debug file (package libc6-dbg) is not installed");
+    let file = object::File::parse(&**debug).unwrap();
+    let dwarf = load_dwarf(&file, &debug).unwrap();
+    let calls = std::cell::Cell::new(0);
+    let (units, ranges) = index_units(&dwarf, &|| {
+        debug.release_pages();
+        calls.set(calls.get() + 1);
+    })
+    .unwrap();
+    let all_units = {
+        let mut n = 0;
+        let mut iter = dwarf.units();
+        while iter.next().unwrap().is_some() {
+            n += 1;
+        }
+        n
+    };
+    assert!(all_units > 1000, "{all_units} units");
+    assert_eq!(calls.get(), all_units / RELEASE_EVERY_UNITS);
+    let (units2, ranges2) = index_units(&dwarf, &|| {}).unwrap();
+    assert_eq!(units, units2);
+    assert_eq!(ranges.len(), ranges2.len());
+    assert!(
+        ranges
+            .iter()
+            .zip(ranges2.iter())
+            .all(|(a, b)| (a.begin, a.end, a.unit) == (b.begin, b.end, b.unit))
+    );
+}

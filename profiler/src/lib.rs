@@ -29,9 +29,3 @@ pub mod symbolize;
 #[cfg(test)]
 mod testutil;
 pub mod unwind;
-
-/// The system's page size.
-pub(crate) fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
-}

@@ -82,38 +82,26 @@ impl Bytes {
     /// mapping is read-only and shares the page cache: later reads fault
     /// the same bytes back in from the cache. No-op for owned bytes.
     pub fn release_pages(&self) {
-        if let Bytes::Mapped(m) = self {
-            // SAFETY: DONTNEED on a read-only shared file mapping changes no
-            // contents, only residency (see above); nothing holds pointers
-            // that rely on residency.
-            if let Err(e) = unsafe { m.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) } {
-                tracing::debug!("madvise(DONTNEED) of a file mapping failed: {e}");
-            }
-        }
+        self.release_range(self);
     }
-}
 
-impl Bytes {
-    /// Like [`Bytes::release_pages`] for the whole pages of `part`, a slice
-    /// of these bytes. No-op for owned bytes or a slice from elsewhere.
+    /// [`Bytes::release_pages`] for the pages `part`, a slice of these
+    /// bytes, lies on (whole pages, so the pages at its ends go too). No-op
+    /// for owned bytes or a slice from elsewhere.
     pub fn release_range(&self, part: &[u8]) {
         let Bytes::Mapped(m) = self else { return };
         let base = m.as_ptr() as usize;
-        let page = crate::page_size();
-        let start = (part.as_ptr() as usize).next_multiple_of(page);
-        let end = (part.as_ptr() as usize + part.len()) / page * page;
-        if start < base || end > base + m.len() || start >= end {
+        let start = part.as_ptr() as usize;
+        if start < base || start + part.len() > base + m.len() {
             return;
         }
-        // SAFETY: as in `release_pages`; the range lies inside the mapping.
+        // SAFETY: DONTNEED on a read-only shared file mapping changes no
+        // contents, only residency (see above); nothing holds pointers that
+        // rely on residency. memmap2 widens the range to whole pages.
         if let Err(e) = unsafe {
-            m.unchecked_advise_range(
-                memmap2::UncheckedAdvice::DontNeed,
-                start - base,
-                end - start,
-            )
+            m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start - base, part.len())
         } {
-            tracing::debug!("madvise(DONTNEED) of part of a file mapping failed: {e}");
+            tracing::debug!("madvise(DONTNEED) of a file mapping failed: {e}");
         }
     }
 }

@@ -145,14 +145,19 @@ fn inflate_releasing(owner: &Bytes, data: &object::CompressedData<'_>) -> Option
             .decompress_vec(chunk, &mut out, flate2::FlushDecompress::None)
             .ok()?;
         let now = z.total_in() as usize;
-        if now - released >= INFLATE_CHUNK || status == flate2::Status::StreamEnd {
-            owner.release_range(&input[released..now]);
-            released = now;
-        }
         match status {
-            flate2::Status::StreamEnd => break,
+            // All of it: the pages on chunk boundaries were faulted in
+            // again (with their neighbours) after their first release.
+            flate2::Status::StreamEnd => {
+                owner.release_range(input);
+                break;
+            }
             // No progress: truncated input or an output larger than its header says.
             _ if now == consumed && out.len() == produced => return None,
+            _ if now - released >= INFLATE_CHUNK => {
+                owner.release_range(&input[released..now]);
+                released = now;
+            }
             _ => {}
         }
     }
@@ -511,7 +516,7 @@ type UnitIndex = (Box<[usize]>, Box<[UnitRange]>);
 /// sections, which were released only after the whole object: a copy of
 /// this daemon's own release binary (23 MiB of `.debug_info`) as the
 /// profiled program took the daemon to 76 MiB of RSS, 58 of it file-backed,
-/// for the milliseconds of its parse; releasing every 64 units, 30–45 MiB
+/// for the milliseconds of its parse; releasing every 64 units, 40–42 MiB
 /// (BENCHMARKS.md, run K).
 const RELEASE_EVERY_UNITS: usize = 64;
 

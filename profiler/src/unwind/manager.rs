@@ -442,12 +442,12 @@ impl<S: TableStore> TableManager<S> {
             None => {
                 let started = Instant::now();
                 let compiled = CompiledTable::from_bytes(&object.bytes);
+                let took = started.elapsed();
                 // The pages of `.eh_frame` read through the mapping are not
                 // read again: until the symbolizer parsed and released the
                 // object, they stayed in RSS (2.1 MiB before the first
                 // window, 1.4 of it the daemon's own binary).
                 object.bytes.release_pages();
-                let took = started.elapsed();
                 self.stats.compiled += 1;
                 self.stats.compile_time += took;
                 metrics::inc(&self.metrics.unwind_tables_compiled);

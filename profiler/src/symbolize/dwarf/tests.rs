@@ -410,19 +410,12 @@ fn inflating_releasing_pages_matches_one_shot_and_rejects_damage() {
 /// `/proc/self/smaps`).
 fn resident_kib(bytes: &Bytes) -> u64 {
     let addr = bytes.as_ptr() as u64;
-    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-    let mut inside = false;
-    for line in smaps.lines() {
-        if let Some((range, _)) = line.split_once(' ')
-            && let Some((lo, hi)) = range.split_once('-')
-            && let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16))
-        {
-            inside = (lo..hi).contains(&addr);
-        } else if inside && let Some(kib) = line.strip_prefix("Rss:") {
-            return kib.trim().trim_end_matches(" kB").parse().unwrap();
-        }
-    }
-    panic!("no mapping at {addr:#x} in /proc/self/smaps")
+    let maps = procfs::process::Process::myself().unwrap().smaps().unwrap();
+    let vma = maps
+        .iter()
+        .find(|m| (m.address.0..m.address.1).contains(&addr))
+        .unwrap_or_else(|| panic!("no mapping at {addr:#x} in /proc/self/smaps"));
+    vma.extension.map["Rss"] / 1024
 }
 
 /// Indexing calls its page-release callback every `RELEASE_EVERY_UNITS`

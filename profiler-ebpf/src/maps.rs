@@ -17,7 +17,9 @@ use profiler_common::{
     Config, Counter, LabelsKey, MAX_EXT_BYTES, MAX_KERNEL_FRAMES, MAX_USER_FRAMES, ProcInfo,
     SampleHeader,
     golang::{GoLabelsRecord, GoOffsets, LabelsCursor, MAX_BUCKET_BYTES},
-    unwind::{Frame, Outcome, PageEntry, ProcMappings, Row, TableInfo},
+    unwind::{
+        Frame, Outcome, PageEntry, ProcMappings, RULE_CACHE_SLOTS, Row, RuleCacheSlot, TableInfo,
+    },
 };
 
 /// Samples and process events, read by the daemon. Resized at load time.
@@ -104,6 +106,12 @@ pub static UNWIND_PROCS: HashMap<u32, ProcMappings> =
 #[map]
 pub static UNWIND_OUTCOMES: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(Outcome::ALL.len() as u32, 0);
+
+/// Per-CPU cache of table rules by (pid, list generation, pc): see
+/// `RuleCacheSlot`.
+#[map]
+pub static RULE_CACHE: PerCpuArray<RuleCacheSlot> =
+    PerCpuArray::with_max_entries(RULE_CACHE_SLOTS, 0);
 
 /// Bytes of the user stack copied, from the interrupted stack pointer up,
 /// when a walk starts (a power of two).

@@ -1,7 +1,8 @@
 //! The unwind stage, tail-called for samples of processes that have a
 //! mapping list in `UNWIND_PROCS`: walks the user stack with the shared
-//! per-frame code (`profiler_common::unwind::next_frame`: mapping, table,
-//! row, step; frame pointers where a mapping has no table),
+//! per-frame code (`profiler_common::unwind`'s `resolve` then `apply`:
+//! mapping, table, row, step; frame pointers where a mapping has no table;
+//! the rule of a pc resolved before comes from this CPU's `RULE_CACHE`),
 //! [`UNWIND_FRAMES_PER_STAGE`] frames per call, and tail-calls itself until
 //! the walk ends or [`MAX_USER_FRAMES`] frames are recorded. It then records
 //! the outcome in the header, counts it, and hands the sample on like the
@@ -31,15 +32,15 @@ use profiler_common::{
     Counter, MAX_KERNEL_FRAMES, MAX_USER_FRAMES, UNWIND_FRAMES_PER_STAGE, UserUnwinder, prog_slot,
     sample_flags,
     unwind::{
-        Frame, Memory, Outcome, PageEntry, ProcMappings, Regs, Row, TableIndex, TableInfo,
-        TableSource, next_frame,
+        Frame, Memory, Outcome, PageEntry, ProcMappings, Regs, Resolution, Row, RuleCacheSlot,
+        TableIndex, TableInfo, TableSource, apply, resolve,
     },
 };
 
 use crate::{
     maps::{
-        DATA_WORDS, PROGS, SCRATCH, STACK_WINDOW, SampleBuf, UNWIND_OUTCOMES, UNWIND_PAGES,
-        UNWIND_PROCS, UNWIND_ROWS, UNWIND_STATE, UNWIND_TABLES, UnwindState, count,
+        DATA_WORDS, PROGS, RULE_CACHE, SCRATCH, STACK_WINDOW, SampleBuf, UNWIND_OUTCOMES,
+        UNWIND_PAGES, UNWIND_PROCS, UNWIND_ROWS, UNWIND_STATE, UNWIND_TABLES, UnwindState, count,
     },
     sample,
 };
@@ -182,7 +183,11 @@ pub fn stage(ctx: &PerfEventContext) {
         };
         *slot = state.frame.regs.pc;
         state.frames += 1;
-        match next_frame(&MapTables, &MapTables, list, &state.frame, &stack) {
+        let how = match resolve_cached(pid, list, state.frame.lookup_pc()) {
+            Ok(how) => how,
+            Err(outcome) => return finish(ctx, pid, state, buf, outcome),
+        };
+        match apply(how, &state.frame, &stack) {
             Ok((caller, _)) => state.frame = caller,
             Err(outcome) => return finish(ctx, pid, state, buf, outcome),
         }
@@ -198,6 +203,26 @@ pub fn stage(ctx: &PerfEventContext) {
 }
 
 const _: () = assert!(MAX_KERNEL_FRAMES + MAX_USER_FRAMES <= DATA_WORDS);
+
+/// [`resolve`] through this CPU's rule cache: a table rule found for this
+/// pid, list generation and pc before is used as is; a newly found one is
+/// kept.
+#[inline(always)]
+fn resolve_cached(pid: u32, list: &ProcMappings, pc: u64) -> Result<Resolution, Outcome> {
+    let slot = RULE_CACHE.get_ptr_mut(RuleCacheSlot::index(pid, pc));
+    if let Some(slot) = slot {
+        // SAFETY: this CPU's slot; the program cannot be preempted on it.
+        if let Some(rule) = unsafe { (*slot).rule_for(pid, list.generation, pc) } {
+            return Ok(Resolution::Table(rule));
+        }
+    }
+    let how = resolve(&MapTables, &MapTables, list, pc)?;
+    if let (Resolution::Table(rule), Some(slot)) = (how, slot) {
+        // SAFETY: as above.
+        unsafe { *slot = RuleCacheSlot::new(pid, list.generation, pc, rule) };
+    }
+    Ok(how)
+}
 
 /// Records the walk's result in the header, counts it and hands the sample
 /// on.

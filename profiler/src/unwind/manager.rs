@@ -261,6 +261,8 @@ pub struct TableManager<S: TableStore> {
     metrics: Arc<Metrics>,
     warned_full: bool,
     warned_store: bool,
+    /// The last [`ProcMappings::generation`] written.
+    generation: u32,
 }
 
 impl<S: TableStore> TableManager<S> {
@@ -285,7 +287,17 @@ impl<S: TableStore> TableManager<S> {
             metrics,
             warned_full: false,
             warned_store: false,
+            generation: 0,
         }
+    }
+
+    /// Writes `pid`'s list under a new generation (never zero), which tells
+    /// the BPF side's rule cache that rules of `pid`'s earlier lists, and of
+    /// earlier processes with its pid, no longer hold.
+    fn store_list(&mut self, pid: u32, mut list: ProcMappings) -> Result<()> {
+        self.generation = self.generation.wrapping_add(1).max(1);
+        list.generation = self.generation;
+        self.store.set_process(pid, &list)
     }
 
     /// The store (tests read it back).
@@ -345,7 +357,7 @@ impl<S: TableStore> TableManager<S> {
             self.stats.list_overflows += 1;
             debug!("pid {pid}: {dropped} executable mappings beyond the {MAX_MAPPINGS} listed");
         }
-        let old = match self.store.set_process(pid, &list) {
+        let old = match self.store_list(pid, list) {
             Ok(()) => self.procs.insert(pid, keys),
             Err(e) => {
                 if self.warned_store {
@@ -408,7 +420,7 @@ impl<S: TableStore> TableManager<S> {
             })
             .collect();
         let (list, _) = build_list(entries);
-        if self.store.set_process(pid, &list).is_ok() {
+        if self.store_list(pid, list).is_ok() {
             self.procs.insert(pid, Vec::new());
         }
     }
@@ -847,6 +859,32 @@ mod tests {
             find_rule(&m.store().source(), &info, link + a - e.rel_base).ok(),
             Some(row.rule)
         );
+    }
+
+    #[test]
+    fn unwind_every_written_list_has_a_new_nonzero_generation() {
+        let libc = object(1, LIBC);
+        let mut m = manager(1 << 20);
+        let generation = |m: &TableManager<MemStore>, pid: u32| m.store().procs[&pid].generation;
+        // A new process's provisional list, then its list with the table.
+        m.set_process(10, &[table_spec(&libc, 0x7f00_0000_0000)]);
+        let first = generation(&m, 10);
+        assert_eq!(m.store().history.len(), 2);
+        m.set_process(10, &[fp_spec(0x1000, 0x2000)]);
+        let second = generation(&m, 10);
+        m.set_process(11, &[fp_spec(0x1000, 0x2000)]);
+        // The same pid again after its process went: not its old generation.
+        m.remove_process(10);
+        m.set_process(10, &[fp_spec(0x1000, 0x2000)]);
+        let third = generation(&m, 10);
+        let all = [first, second, generation(&m, 11), third];
+        assert!(all.iter().all(|&g| g != 0), "{all:?}");
+        assert!(all.windows(2).all(|w| w[0] < w[1]), "{all:?}");
+
+        // Past u32::MAX the counter skips zero, an empty cache slot's.
+        m.generation = u32::MAX;
+        m.set_process(12, &[fp_spec(0x1000, 0x2000)]);
+        assert_eq!(generation(&m, 12), 1);
     }
 
     #[test]

@@ -209,15 +209,24 @@ const _: () = assert!(MAX_KERNEL_FRAMES + MAX_USER_FRAMES <= DATA_WORDS);
 /// kept.
 #[inline(always)]
 fn resolve_cached(pid: u32, list: &ProcMappings, pc: u64) -> Result<Resolution, Outcome> {
-    let slot = RULE_CACHE.get_ptr_mut(RuleCacheSlot::index(pid, pc));
-    if let Some(slot) = slot {
+    if let Some(slot) = RULE_CACHE.get_ptr(RuleCacheSlot::index(pid, pc)) {
         // SAFETY: this CPU's slot; the program cannot be preempted on it.
         if let Some(rule) = unsafe { (*slot).rule_for(pid, list.generation, pc) } {
             return Ok(Resolution::Table(rule));
         }
     }
+    resolve_and_keep(pid, list, pc)
+}
+
+/// The cache miss of [`resolve_cached`]. A BPF function of its own, like
+/// `UserStack::read_u64`, so that the verifier does not follow both ways of
+/// the cache check through the rest of the walk.
+#[inline(never)]
+fn resolve_and_keep(pid: u32, list: &ProcMappings, pc: u64) -> Result<Resolution, Outcome> {
     let how = resolve(&MapTables, &MapTables, list, pc)?;
-    if let (Resolution::Table(rule), Some(slot)) = (how, slot) {
+    if let (Resolution::Table(rule), Some(slot)) =
+        (how, RULE_CACHE.get_ptr_mut(RuleCacheSlot::index(pid, pc)))
+    {
         // SAFETY: as above.
         unsafe { *slot = RuleCacheSlot::new(pid, list.generation, pc, rule) };
     }

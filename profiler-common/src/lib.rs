@@ -230,11 +230,16 @@ pub enum Counter {
     GoLabelsLost = 11,
     /// Tail calls that failed (the sample was submitted without that stage).
     TailCallFailed = 12,
+    /// User frames whose table rule came from the unwinder's per-CPU rule
+    /// cache.
+    RuleCacheHits = 13,
+    /// Table rules the unwinder searched for and then cached.
+    RuleCacheMisses = 14,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 13] = [
+    pub const ALL: [Counter; 15] = [
         Counter::Samples,
         Counter::Idle,
         Counter::Filtered,
@@ -248,6 +253,8 @@ impl Counter {
         Counter::GoLabelsSent,
         Counter::GoLabelsLost,
         Counter::TailCallFailed,
+        Counter::RuleCacheHits,
+        Counter::RuleCacheMisses,
     ];
     /// Number of counters (the `COUNTERS` map's size).
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -268,6 +275,8 @@ impl Counter {
             Counter::GoLabelsSent => "go_labels_sent",
             Counter::GoLabelsLost => "go_labels_lost",
             Counter::TailCallFailed => "tail_call_failed",
+            Counter::RuleCacheHits => "rule_cache_hits",
+            Counter::RuleCacheMisses => "rule_cache_misses",
         }
     }
 }

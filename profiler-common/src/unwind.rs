@@ -802,7 +802,9 @@ where
 pub enum Resolution {
     /// A [`mapping_kind::FRAME_POINTER`] mapping.
     FramePointer,
-    /// Frame pointers as a guess: no table, or no row for the pc.
+    /// Frame pointers as a guess: a [`mapping_kind::FRAME_POINTER_GUESS`]
+    /// (or unknown) mapping, or a table without a row, or with a
+    /// [`Cfa::NoInfo`] row, for the pc.
     Guess,
     /// The row's rule.
     Table(Rule),
@@ -907,6 +909,100 @@ impl RuleCacheSlot {
     pub fn rule_for(&self, pid: u32, generation: u32, pc: u64) -> Option<Rule> {
         (self.generation != 0 && self.generation == generation && self.pid == pid && self.pc == pc)
             .then_some(self.rule)
+    }
+}
+
+/// The per-CPU rule cache's slots: a BPF per-CPU array, or memory in tests.
+pub trait RuleCache {
+    /// Slot `index`'s content (`index < RULE_CACHE_SLOTS`).
+    fn slot(&self, index: u32) -> Option<RuleCacheSlot>;
+    /// Replaces slot `index`'s content.
+    fn keep(&mut self, index: u32, slot: RuleCacheSlot);
+}
+
+/// The rule `cache` holds for `pid`'s list of generation `generation` at
+/// lookup pc `pc`, if any: the cheap first half of [`resolve_cached`].
+#[inline(always)]
+pub fn cached_rule<C: RuleCache + ?Sized>(
+    cache: &C,
+    pid: u32,
+    generation: u32,
+    pc: u64,
+) -> Option<Rule> {
+    cache
+        .slot(RuleCacheSlot::index(pid, pc))?
+        .rule_for(pid, generation, pc)
+}
+
+/// A cache miss: [`resolve`], then keep a table rule in `cache` under
+/// `generation`, the list's generation read *before* resolving, and only
+/// if `list.generation` still reads the same afterwards. (The BPF side
+/// reads `list` through a hash-map value that user space may replace while
+/// the walk reads it; every write carries a new generation, so a list
+/// rewritten under the walk is not cached from, though the one walk may
+/// still use what it read.)
+#[inline(always)]
+pub fn resolve_and_keep<S, T, C>(
+    src: &S,
+    tables: &T,
+    cache: &mut C,
+    list: &ProcMappings,
+    pid: u32,
+    generation: u32,
+    pc: u64,
+) -> Result<Resolution, Outcome>
+where
+    S: TableSource + ?Sized,
+    T: TableIndex + ?Sized,
+    C: RuleCache + ?Sized,
+{
+    let how = resolve(src, tables, list, pc)?;
+    if let Resolution::Table(rule) = how {
+        // SAFETY: a plain read of a field of a live reference; volatile so
+        // that it is read again after the entries, not reused from before.
+        let now = unsafe { core::ptr::read_volatile(&list.generation) };
+        if generation != 0 && now == generation {
+            cache.keep(
+                RuleCacheSlot::index(pid, pc),
+                RuleCacheSlot::new(pid, generation, pc, rule),
+            );
+        }
+    }
+    Ok(how)
+}
+
+/// [`resolve`] through `cache`: what the BPF walk does for each frame.
+#[inline(always)]
+pub fn resolve_cached<S, T, C>(
+    src: &S,
+    tables: &T,
+    cache: &mut C,
+    list: &ProcMappings,
+    pid: u32,
+    pc: u64,
+) -> Result<Resolution, Outcome>
+where
+    S: TableSource + ?Sized,
+    T: TableIndex + ?Sized,
+    C: RuleCache + ?Sized,
+{
+    // SAFETY: as in `resolve_and_keep`.
+    let generation = unsafe { core::ptr::read_volatile(&list.generation) };
+    match cached_rule(cache, pid, generation, pc) {
+        Some(rule) => Ok(Resolution::Table(rule)),
+        None => resolve_and_keep(src, tables, cache, list, pid, generation, pc),
+    }
+}
+
+/// A [`RuleCache`] in memory, for tests and the host replayer.
+impl RuleCache for [RuleCacheSlot] {
+    fn slot(&self, index: u32) -> Option<RuleCacheSlot> {
+        self.get(index as usize).copied()
+    }
+    fn keep(&mut self, index: u32, slot: RuleCacheSlot) {
+        if let Some(s) = self.get_mut(index as usize) {
+            *s = slot;
+        }
     }
 }
 

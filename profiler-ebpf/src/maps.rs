@@ -126,6 +126,9 @@ pub struct UnwindState {
     pub frames: u32,
     /// Non-zero once `frame` holds the interrupted registers.
     pub started: u32,
+    /// Frames of this walk whose rule came from `RULE_CACHE` (counted in
+    /// `COUNTERS` once, when the walk ends).
+    pub cache_hits: u64,
     /// User address of `stack[0]`.
     pub stack_base: u64,
     /// Bytes of `stack` copied from `stack_base` (0 when the copy failed).
@@ -150,9 +153,15 @@ pub static CONFIG: Global<Config> = Global::new(Config {
 /// Adds one to a per-CPU counter.
 #[inline(always)]
 pub fn count(counter: Counter) {
+    count_n(counter, 1);
+}
+
+/// Adds `n` to a per-CPU counter.
+#[inline(always)]
+pub fn count_n(counter: Counter, n: u64) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: a per-CPU slot; this program cannot be preempted on it.
-        unsafe { *slot += 1 };
+        unsafe { *slot += n };
     }
 }
 

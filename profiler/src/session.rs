@@ -497,7 +497,11 @@ async fn session(settings: Settings) -> Result<()> {
         let walks = unwind_outcomes
             .as_ref()
             .and_then(|o| o.read().ok())
-            .map(|o| o.total());
+            .map(|o| crate::unwind::service::KernelWalks {
+                walks: o.total(),
+                rule_cache_hits: kernel.get(Counter::RuleCacheHits),
+                rule_cache_misses: kernel.get(Counter::RuleCacheMisses),
+            });
         eprintln!("{}", crate::unwind::service::summary(&m, walks));
         if let Mode::Run { otlp: Some(_), .. } = &settings.mode {
             eprintln!(

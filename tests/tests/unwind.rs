@@ -235,6 +235,23 @@ fn assert_tables_used(name: &str, run: &Run) {
         "{name}: {walked} of {} samples walked with tables: {line}",
         run.ours.total()
     );
+    // The fixtures spend their time in a few hot stacks: after the first
+    // samples, the walk takes nearly every rule from its per-CPU cache.
+    let count = |what: &str| -> u64 {
+        let (before, _) = line
+            .split_once(&format!(" {what}"))
+            .unwrap_or_else(|| panic!("{name}: no rule-cache {what} in {line:?}"));
+        before
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: cannot read rule-cache {what} in {line:?}"))
+    };
+    let (hits, misses) = (count("hits"), count("misses"));
+    assert!(
+        hits > 4 * misses && misses > 0,
+        "{name}: the rule cache should serve most frames: {line}"
+    );
     eprintln!("{name}: {line}");
 }
 

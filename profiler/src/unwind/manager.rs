@@ -866,7 +866,8 @@ mod tests {
         let libc = object(1, LIBC);
         let mut m = manager(1 << 20);
         let generation = |m: &TableManager<MemStore>, pid: u32| m.store().procs[&pid].generation;
-        // A new process's provisional list, then its list with the table.
+        // A new process: two writes (its provisional list, then its list
+        // with the table); `first` is the second's.
         m.set_process(10, &[table_spec(&libc, 0x7f00_0000_0000)]);
         let first = generation(&m, 10);
         assert_eq!(m.store().history.len(), 2);
@@ -885,6 +886,73 @@ mod tests {
         m.generation = u32::MAX;
         m.set_process(12, &[fp_spec(0x1000, 0x2000)]);
         assert_eq!(generation(&m, 12), 1);
+    }
+
+    #[test]
+    fn unwind_rule_cache_never_serves_a_rule_of_another_list() {
+        use profiler_common::unwind::{
+            RULE_CACHE_SLOTS, Resolution, RuleCacheSlot, resolve, resolve_and_keep, resolve_cached,
+        };
+        let libc = object(1, LIBC);
+        let cxx = object(2, LIBSTDCXX);
+        let mut m = manager(1 << 20);
+        let mut cache = vec![RuleCacheSlot::default(); RULE_CACHE_SLOTS as usize];
+        let base = 0x7f00_0000_0000u64;
+        // Pcs spread over libc's text at `base`; pcs of whatever is mapped
+        // there now, walked through the cache twice (filling it, then from
+        // it) and checked against a fresh resolve each time.
+        let (lo, hi) = libc.vaddr_range();
+        let pcs: Vec<u64> = (0..400).map(|i| base + lo + (hi - lo) * i / 400).collect();
+        let check = |m: &TableManager<MemStore>, cache: &mut Vec<RuleCacheSlot>, pid: u32| {
+            let store = m.store();
+            let (src, list) = (store.source(), &store.procs[&pid]);
+            let mut tables = 0;
+            for _ in 0..2 {
+                for &pc in &pcs {
+                    let fresh = resolve(&src, &store.tables[..], list, pc);
+                    let cached =
+                        resolve_cached(&src, &store.tables[..], &mut cache[..], list, pid, pc);
+                    assert_eq!(cached, fresh, "pid {pid} pc {pc:#x}");
+                    tables += usize::from(matches!(fresh, Ok(Resolution::Table(_))));
+                }
+            }
+            tables
+        };
+        m.set_process(10, &[table_spec(&libc, base)]);
+        let tables = check(&m, &mut cache, 10);
+        assert!(tables > 400, "{tables} of 800 by tables");
+        let kept = cache.iter().filter(|s| s.generation != 0).count();
+        assert!(kept > 150, "{kept} slots filled");
+
+        // The same process, libc moved by a page: same pcs, other rules.
+        m.set_process(10, &[table_spec(&libc, base + 0x1000)]);
+        check(&m, &mut cache, 10);
+        // Gone, its table freed; libstdc++ gets the id; a new process with
+        // the same pid maps libstdc++ where libc was.
+        m.remove_process(10);
+        m.set_process(11, &[table_spec(&cxx, base)]);
+        m.set_process(10, &[table_spec(&cxx, base)]);
+        check(&m, &mut cache, 10);
+
+        // A list rewritten while it was being resolved (its generation
+        // changed between the read before and the read after): the rule is
+        // used but not kept.
+        let mut cold = vec![RuleCacheSlot::default(); RULE_CACHE_SLOTS as usize];
+        let store = m.store();
+        let list = &store.procs[&10];
+        let pc = pcs[pcs.len() / 2];
+        let stale = list.generation - 1;
+        let how = resolve_and_keep(
+            &store.source(),
+            &store.tables[..],
+            &mut cold[..],
+            list,
+            10,
+            stale,
+            pc,
+        );
+        assert!(matches!(how, Ok(Resolution::Table(_))), "{how:?}");
+        assert!(cold.iter().all(|s| s.generation == 0));
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! profiled processes (one table per file, shared, reference-counted; one
 //! mapping list per process) on the thread `service` runs, fed by the
 //! process tracker's hooks. The BPF unwind stage then walks each user frame
-//! with `profiler_common::unwind::next_frame`:
+//! as `profiler_common::unwind::next_frame` does (through a per-CPU cache
+//! of the rules found in step 2, keyed by pid, list generation and pc):
 //!
 //! 1. find the mapping of `frame.lookup_pc()` in the process's list (a
 //!    bounded binary search), its table, and the object-relative pc

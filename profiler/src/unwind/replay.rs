@@ -11,8 +11,9 @@
 //! which is the strict test of the tables; [`BpfReplayer`] walks exactly as
 //! the BPF stage does, with the daemon's own pieces: the capture's mappings
 //! go through the table manager into a store laid out like the BPF maps,
-//! and each frame is one `next_frame` (mapping search, table, row, step,
-//! frame-pointer fallback).
+//! and each frame is one `resolve_cached` (rule cache, else mapping search,
+//! table, row) and one `apply` (step, frame-pointer fallback), with a rule
+//! cache that lives as long as the replayer.
 
 use std::{
     collections::HashMap,
@@ -23,7 +24,10 @@ use std::sync::Arc;
 
 use profiler_common::{
     MAX_USER_FRAMES,
-    unwind::{Cfa, Frame, Memory, Outcome, Regs, Rule, find_rule, next_frame, step, step_by_table},
+    unwind::{
+        Cfa, Frame, Memory, Outcome, RULE_CACHE_SLOTS, Regs, Rule, RuleCacheSlot, apply, find_rule,
+        resolve_cached, step, step_by_table,
+    },
 };
 
 use super::{
@@ -224,6 +228,9 @@ impl Replayer {
 pub struct BpfReplayer {
     manager: TableManager<MemStore>,
     objects: HashMap<PathBuf, Option<Arc<ObjectFile>>>,
+    /// One CPU's rule cache, kept across replays as the kernel keeps it
+    /// across samples.
+    cache: Vec<RuleCacheSlot>,
 }
 
 impl Default for BpfReplayer {
@@ -243,6 +250,7 @@ impl BpfReplayer {
         Self {
             manager: TableManager::new(store, Arc::default()),
             objects: HashMap::new(),
+            cache: vec![RuleCacheSlot::default(); RULE_CACHE_SLOTS as usize],
         }
     }
 
@@ -296,7 +304,10 @@ impl BpfReplayer {
             return out;
         };
         while out.pcs.len() < MAX_USER_FRAMES {
-            match next_frame(&store.source(), &store.tables[..], list, &frame, cap) {
+            let pc = frame.lookup_pc();
+            let src = store.source();
+            let how = resolve_cached(&src, &store.tables[..], &mut self.cache[..], list, 1, pc);
+            match how.and_then(|how| apply(how, &frame, cap)) {
                 Ok((caller, _)) => {
                     frame = caller;
                     out.pcs.push(frame.regs.pc);

@@ -53,10 +53,21 @@ pub fn start<S: TableStore + 'static>(
     Ok(UnwindHandle { tx })
 }
 
+/// What the kernel side counted of its table walks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelWalks {
+    /// Walks ended, by any outcome.
+    pub walks: u64,
+    /// Frames whose rule came from the per-CPU rule cache.
+    pub rule_cache_hits: u64,
+    /// Rules searched for in the tables, then cached.
+    pub rule_cache_misses: u64,
+}
+
 /// The end-of-run summary line about user stacks and unwind tables, from
-/// the daemon's metrics and the kernel's count of walks (`None` when table
+/// the daemon's metrics and the kernel's counts (`None` when table
 /// unwinding is off).
-pub fn summary(m: &Snapshot, kernel_walks: Option<u64>) -> String {
+pub fn summary(m: &Snapshot, kernel: Option<KernelWalks>) -> String {
     let mib = |b: u64| b as f64 / f64::from(1 << 20);
     let by_table = m.stacks_complete
         + m.stacks_truncated
@@ -73,18 +84,22 @@ pub fn summary(m: &Snapshot, kernel_walks: Option<u64>) -> String {
         m.stacks_unwind_other,
         m.stacks_frame_pointer
     );
-    match kernel_walks {
-        Some(walks) => {
+    match kernel {
+        Some(k) => {
             line += &format!(
                 "; unwind tables: {} loaded, {:.1} MiB of {:.0} MiB, {} compiled in {} ms, \
-                 {} files without tables, {} did not fit; {walks} walks in the kernel",
+                 {} files without tables, {} did not fit; {} walks in the kernel, rule cache: \
+                 {} hits, {} misses",
                 m.unwind_tables_loaded,
                 mib(m.unwind_table_bytes),
                 mib(m.unwind_table_capacity_bytes),
                 m.unwind_tables_compiled,
                 m.unwind_compile_us / 1000,
                 m.unwind_tables_none,
-                m.unwind_tables_no_room
+                m.unwind_tables_no_room,
+                k.walks,
+                k.rule_cache_hits,
+                k.rule_cache_misses
             );
         }
         None => line += "; table unwinding off",

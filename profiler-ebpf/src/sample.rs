@@ -1,6 +1,7 @@
-//! Builds one sample record: ids, comm, timestamp, the kernel stack and the
-//! user stack, handed to the unwind stage for processes with unwind tables
-//! and otherwise walked here by the kernel's frame-pointer walk; hands it to
+//! Builds one sample record: ids, comm, timestamp, the kernel stack (none
+//! when the sample interrupted user mode) and the user stack, handed to the
+//! unwind stage for processes with unwind tables and otherwise walked here
+//! by the kernel's frame-pointer walk; hands it to
 //! the Go stage for Go processes; and copies it to the ring buffer with only
 //! the frames and extension bytes it holds.
 
@@ -47,7 +48,15 @@ pub fn record(ctx: &PerfEventContext) {
     let buf: &mut SampleBuf = unsafe { &mut *buf };
     let mut flags = 0u32;
 
-    let kernel = read_stack(ctx, buf.data.as_mut_ptr(), MAX_KERNEL_FRAMES, 0);
+    // A sample that interrupted user mode has no kernel frames: skip the
+    // helper (~0.1 µs a sample, the kernel's callchain set-up).
+    // SAFETY: the perf context's register block is readable.
+    let kernel = if unsafe { (*ctx.ctx).regs.cs } & 3 == 3 {
+        flags |= sample_flags::USER_MODE;
+        Some(0)
+    } else {
+        read_stack(ctx, buf.data.as_mut_ptr(), MAX_KERNEL_FRAMES, 0)
+    };
     let kernel = match kernel {
         Some(n) => n,
         None => {

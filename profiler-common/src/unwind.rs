@@ -691,6 +691,17 @@ pub struct ProcMappings {
     pub entries: [MappingEntry; MAX_MAPPINGS],
 }
 
+impl ProcMappings {
+    /// [`ProcMappings::generation`] read from memory now, not reused from an
+    /// earlier read: the BPF side reads the list through a hash-map value
+    /// that user space may replace while a walk reads it.
+    #[inline(always)]
+    pub fn generation_now(&self) -> u32 {
+        // SAFETY: a read of a field of a live reference.
+        unsafe { core::ptr::read_volatile(&self.generation) }
+    }
+}
+
 impl Default for ProcMappings {
     fn default() -> Self {
         Self {
@@ -957,16 +968,14 @@ where
     C: RuleCache + ?Sized,
 {
     let how = resolve(src, tables, list, pc)?;
-    if let Resolution::Table(rule) = how {
-        // SAFETY: a plain read of a field of a live reference; volatile so
-        // that it is read again after the entries, not reused from before.
-        let now = unsafe { core::ptr::read_volatile(&list.generation) };
-        if generation != 0 && now == generation {
-            cache.keep(
-                RuleCacheSlot::index(pid, pc),
-                RuleCacheSlot::new(pid, generation, pc, rule),
-            );
-        }
+    if let Resolution::Table(rule) = how
+        && generation != 0
+        && list.generation_now() == generation
+    {
+        cache.keep(
+            RuleCacheSlot::index(pid, pc),
+            RuleCacheSlot::new(pid, generation, pc, rule),
+        );
     }
     Ok(how)
 }
@@ -986,8 +995,7 @@ where
     T: TableIndex + ?Sized,
     C: RuleCache + ?Sized,
 {
-    // SAFETY: as in `resolve_and_keep`.
-    let generation = unsafe { core::ptr::read_volatile(&list.generation) };
+    let generation = list.generation_now();
     match cached_rule(cache, pid, generation, pc) {
         Some(rule) => Ok(Resolution::Table(rule)),
         None => resolve_and_keep(src, tables, cache, list, pid, generation, pc),

@@ -50,8 +50,7 @@ pub fn record(ctx: &PerfEventContext) {
 
     // A sample that interrupted user mode has no kernel frames: skip the
     // helper (~0.1 µs a sample, the kernel's callchain set-up).
-    // SAFETY: the perf context's register block is readable.
-    let kernel = if unsafe { (*ctx.ctx).regs.cs } & 3 == 3 {
+    let kernel = if interrupted_user_mode(ctx) {
         flags |= sample_flags::USER_MODE;
         Some(0)
     } else {
@@ -92,6 +91,14 @@ pub fn record(ctx: &PerfEventContext) {
     unwind::begin(ctx, pid);
     frame_pointer_user_stack(ctx, buf);
     after_user_stack(ctx, pid);
+}
+
+/// True if the sample interrupted user mode (the perf context's saved code
+/// segment is a ring-3 one); [`record`] then flags it `USER_MODE`.
+#[inline(always)]
+pub fn interrupted_user_mode(ctx: &PerfEventContext) -> bool {
+    // SAFETY: the perf context's register block is readable.
+    unsafe { (*ctx.ctx).regs.cs & 3 == 3 }
 }
 
 /// Fills the user part of `buf` with the kernel's frame-pointer walk.

@@ -180,7 +180,7 @@ pub fn stage(ctx: &PerfEventContext) {
     // SAFETY: a map value, valid for this program's run.
     let list: &ProcMappings = unsafe { &*list };
     if state.started == 0 {
-        let Some(regs) = user_regs(ctx, buf) else {
+        let Some(regs) = user_regs(ctx) else {
             return finish(ctx, pid, state, buf, Outcome::BadRead);
         };
         state.frame = Frame::first(regs);
@@ -205,9 +205,8 @@ pub fn stage(ctx: &PerfEventContext) {
         *slot = state.frame.regs.pc;
         state.frames += 1;
         let pc = state.frame.lookup_pc();
-        // SAFETY: a field of the map value; read once per frame, before the
-        // entries (see `profiler_common::unwind::resolve_and_keep`).
-        let generation = unsafe { core::ptr::read_volatile(&list.generation) };
+        // Once per frame, before the entries (see `resolve_and_keep`).
+        let generation = list.generation_now();
         let how = match cached_rule(&MapCache, pid, generation, pc) {
             Some(rule) => {
                 state.cache_hits += 1;
@@ -285,11 +284,10 @@ fn finish(
 /// The interrupted user registers: the perf context's if the sample hit
 /// user mode, else the ones the task saved on entering the kernel.
 #[inline(always)]
-fn user_regs(ctx: &PerfEventContext, buf: &mut SampleBuf) -> Option<Regs> {
-    // SAFETY: the perf context's register block is readable.
-    let regs = unsafe { &(*ctx.ctx).regs };
-    if regs.cs & 3 == 3 {
-        buf.header.flags |= sample_flags::USER_MODE;
+fn user_regs(ctx: &PerfEventContext) -> Option<Regs> {
+    if sample::interrupted_user_mode(ctx) {
+        // SAFETY: the perf context's register block is readable.
+        let regs = unsafe { &(*ctx.ctx).regs };
         return Some(Regs {
             pc: regs.rip,
             sp: regs.rsp,

@@ -65,7 +65,7 @@ impl<T: Copy> MmapArray<T> {
         if n == 0 {
             return Ok(f(&mut []));
         }
-        let page = page_size();
+        let page = procfs::page_size() as usize;
         let first = at * size / page * page;
         let bytes = (end * size).next_multiple_of(page) - first;
         // SAFETY: a shared mapping of the map's fd at a page-aligned offset;
@@ -103,11 +103,6 @@ impl<T: Copy> MmapArray<T> {
     fn read(&self, at: u32, out: &mut [T]) -> Result<()> {
         self.with_window(at as usize, out.len(), |src| out.copy_from_slice(src))
     }
-}
-
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
 }
 
 /// The unwind tables and mapping lists in BPF.

@@ -303,9 +303,9 @@ impl BpfReplayer {
             out.outcome = Outcome::NoRow;
             return out;
         };
+        let src = store.source();
         while out.pcs.len() < MAX_USER_FRAMES {
             let pc = frame.lookup_pc();
-            let src = store.source();
             let how = resolve_cached(&src, &store.tables[..], &mut self.cache[..], list, 1, pc);
             match how.and_then(|how| apply(how, &frame, cap)) {
                 Ok((caller, _)) => {
